@@ -1,0 +1,56 @@
+# The course's commands.  Everything runs inside .venv (made by `make setup`).
+#
+#   make course   set up, then open the notebooks in JupyterLab      (README command 1)
+#   make test     set up, then run unit tests + every notebook        (README command 2)
+#   make book     set up, then build the static book (executes notebooks, cached)
+#   make serve    serve the built book on http://127.0.0.1:8000
+#   make nb-clean       strip notebooks to their stored form (see CONTRIBUTING.md)
+#   make nb-refresh NB=notebooks/01_x.ipynb   re-run a notebook and store its checked outputs
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8888
+
+# Data mirror (see data/README.md): an explicit FTLIB_DATA_DIR wins; otherwise the first
+# mirror folder that exists is used; with none, ftlib loads the data sets from the hub.
+FTLIB_DATA_DIR ?= $(firstword $(foreach d,data/mirror ../shared/data,$(if $(wildcard $(d)/sst2/train.tsv),$(abspath $(d)))))
+export FTLIB_DATA_DIR
+
+.PHONY: setup course test unit book serve nb-clean nb-refresh clean
+
+setup: $(VENV)/.installed
+
+# constraints.txt pins the versions CI tests (torch==2.13.0 also keeps this machine on its
+# local CPU build instead of a multi-GB CUDA download).  Override: make setup CONSTRAINTS=
+CONSTRAINTS ?= constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all]"
+	$(PY) -m ftlib.models install-offline
+	touch $@
+
+course: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT)
+
+test: setup
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests
+
+book: setup
+	$(PY) tools/book.py
+
+serve: book
+	$(PY) -m http.server --bind 127.0.0.1 --directory book/_build/html 8000
+
+nb-clean: setup
+	$(PY) tools/nb.py clean notebooks/*.ipynb
+
+nb-refresh: setup
+	$(PY) tools/nb.py refresh $(or $(NB),notebooks/*.ipynb)
+
+clean:
+	rm -rf book/_build .pytest_cache
