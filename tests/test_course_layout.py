@@ -1,0 +1,80 @@
+"""The course as a whole: notebooks stored clean, in order, listed in the book and README; the book builds."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import nb as nbtool  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [ch["file"] for ch in part["chapters"]]
+    return files
+
+
+def test_notebooks_exist_and_are_numbered_in_order():
+    assert NOTEBOOKS, "no notebooks found"
+    numbers = []
+    for path in NOTEBOOKS:
+        m = NAME.match(path.name)
+        assert m, f"{path.name}: name notebooks NN_lower_case_words.ipynb"
+        numbers.append(int(m.group(1)))
+    assert numbers == list(range(len(numbers))), f"notebook numbers must run 00, 01, ... without gaps: {numbers}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_in_stored_form(path):
+    stored = path.read_text(encoding="utf-8")
+    assert nbtool.serialise(nbtool.clean(nbtool.read(path))) == stored, (
+        f"{path.name} is not in stored form: run `make nb-clean` (or `make nb-refresh NB={path}`)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_its_title(path):
+    first = nbtool.read(path).cells[0]
+    number = path.name[:2]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {number} — "), (
+        f"{path.name}: the first cell must be markdown starting '# {number} — Title'")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_checked_cells_hold_their_expected_output(path):
+    for cell in nbtool.read(path).cells:
+        if nbtool.is_checked(cell):
+            assert cell.outputs, f"{path.name}: a '# NBVAL_CHECK_OUTPUT' cell has no stored output; run make nb-refresh"
+
+
+def test_every_notebook_is_in_the_book_and_every_page_exists():
+    files = toc_files()
+    listed = [f for f in files if f.startswith("notebooks/")]
+    assert sorted(listed) == [f"notebooks/{p.stem}" for p in NOTEBOOKS]
+    for f in files:
+        assert list(ROOT.glob(f + ".*")), f"book/_toc.yml names {f}, which does not exist"
+
+
+def test_every_notebook_is_in_the_readme_syllabus():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.name}" in readme, f"README.md's syllabus does not link {path.name}"
+
+
+def test_the_book_builds_a_page_per_notebook(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "book.py"), "--no-execute", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, f"book build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    html = tmp_path / "_build" / "html"
+    for f in toc_files():
+        page = html / (f + ".html")
+        assert page.is_file(), f"no page for {f}"
+    assert (html / "index.html").is_file()
