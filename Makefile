@@ -11,6 +11,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8888
+# Jupyter refuses to run as root (containers, CI images) unless told it may.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Data mirror (see data/README.md): an explicit FTLIB_DATA_DIR wins; otherwise the first
 # mirror folder that exists is used; with none, ftlib loads the data sets from the hub.
@@ -28,11 +30,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all]"
-	$(PY) -m ftlib.models install-offline
+	$(PY) -m ftlib install-offline
 	touch $@
 
 course: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) $(LAB_ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -9,7 +9,7 @@ tinyshakespeare  tinyshakespeare/input.txt             the char-rnn corpus's raw
 ===============  ====================================  =====================================
 
 ``FTLIB_DATA_DIR`` names the mirror folder (CI points it at its own copy).
-Without it the hub is used.  ``python -m ftlib.data download FOLDER`` writes a
+Without it the hub is used.  ``python -m ftlib download-data FOLDER`` writes a
 mirror from the hub once, so a learner can work offline afterwards.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 _HOW_TO_FIX = (
     "To fix it, either\n"
     "  * connect to the internet (the hub copy is used when no mirror is set), or\n"
-    "  * on a connected machine run `python -m ftlib.data download FOLDER`, copy FOLDER here,\n"
+    "  * on a connected machine run `python -m ftlib download-data FOLDER`, copy FOLDER here,\n"
     "    and set FTLIB_DATA_DIR=FOLDER (the Makefile and CI set it for you when they can)."
 )
 
@@ -154,23 +154,3 @@ def download(folder: str) -> Path:
     text = "".join(shakespeare[s][0]["text"] for s in ("train", "validation", "test"))
     (out / "tinyshakespeare" / "input.txt").write_text(text, encoding="utf-8")
     return out
-
-
-def main(argv=None):
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m ftlib.data", description="Course data sets")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    dl = sub.add_parser("download", help="write a mirror of the data sets (needs the internet)")
-    dl.add_argument("folder")
-    sub.add_parser("where", help="say where each data set would come from")
-    args = ap.parse_args(argv)
-    if args.cmd == "download":
-        print(f"mirror written to {download(args.folder)}; now set FTLIB_DATA_DIR={args.folder}")
-    else:
-        root = data_dir()
-        print(f"FTLIB_DATA_DIR = {root or '(unset: the hub is used)'}")
-
-
-if __name__ == "__main__":
-    main()

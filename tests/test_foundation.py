@@ -239,7 +239,7 @@ def test_no_mirror_and_no_hub_is_one_clear_error(python_subprocess):
         FTLIB_DATA_DIR=None, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("COURSE ERROR") == 2
-    assert "FTLIB_DATA_DIR" in r.stdout and "python -m ftlib.data download" in r.stdout
+    assert "FTLIB_DATA_DIR" in r.stdout and "python -m ftlib download-data" in r.stdout
 
 
 def test_tinyshakespeare_from_a_mirror(tmp_path, monkeypatch):
