@@ -9,7 +9,24 @@ module             what it keeps                               notebook
 ``ftlib.device``   device / precision choice, seeding          00
 ``ftlib.budget``   CPU-small vs GPU-full run sizes             00
 ``ftlib.models``   ``course-bert`` / ``course-gpt`` loading    00
-``ftlib.data``     SST-2 and tinyshakespeare, mirror or hub    00
+``ftlib.data``     SST-2, tinyshakespeare, zh-en pairs          00, 13
+``ftlib.losses``   cross-entropy and friends, by hand          01
+``ftlib.attention``  scaled dot-product and multi-head attention 02
+``ftlib.bert``     a BERT encoder that runs course-bert        03
+``ftlib.gpt``      a Llama-style decoder that runs course-gpt  03
+``ftlib.text``     tokenising, dynamic padding, length groups  04
+``ftlib.train``    fit / evaluate / predict, checkpoints       05
+``ftlib.strategies``  freezing, layer-wise LR, unfreezing      06
+``ftlib.lora``     LoRA from scratch, merge                    06
+``ftlib.augment``  text augmentation, resampling               07
+``ftlib.rules``    sentiment rules, rule constraint, override  08
+``ftlib.metrics``  classification, calibration, bootstrap, BLEU 09
+``ftlib.fast``     the fast GPU classification loop            10
+``ftlib.lm``       packing, perplexity, MFU                    11
+``ftlib.bench``    benchmarks and weight export                10, 11
+``ftlib.deploy``   save/load, compress, export, serve, drift   12
+``ftlib.tasks``    NER, extractive QA, decoder translation     13
+``ftlib.exercises``  the checks of every lesson's exercises    all
 =================  ==========================================  ========
 """
 
@@ -23,12 +40,12 @@ class CourseError(RuntimeError):
 from ftlib.device import pick_device, pick_dtype, autocast, seed_everything, describe_device  # noqa: E402
 from ftlib.budget import Budget, get_budget  # noqa: E402
 from ftlib.models import resolve_model, load_tokenizer, load_model, COURSE_MODELS  # noqa: E402
-from ftlib.data import load_sst2, load_tinyshakespeare, data_dir  # noqa: E402
+from ftlib.data import load_sst2, load_tinyshakespeare, load_translation_pairs, data_dir  # noqa: E402
 
 __all__ = [
     "CourseError",
     "pick_device", "pick_dtype", "autocast", "seed_everything", "describe_device",
     "Budget", "get_budget",
     "resolve_model", "load_tokenizer", "load_model", "COURSE_MODELS",
-    "load_sst2", "load_tinyshakespeare", "data_dir",
+    "load_sst2", "load_tinyshakespeare", "load_translation_pairs", "data_dir",
 ]

@@ -6,6 +6,8 @@ data set         mirror file (under FTLIB_DATA_DIR)    hub source (online)
 SST-2            sst2/train.tsv, sst2/dev.tsv           ``glue`` / ``sst2``
                  (``label<TAB>sentence``)
 tinyshakespeare  tinyshakespeare/input.txt             the char-rnn corpus's raw text file
+Chinese-English  tatoeba_cmn_eng/cmn.txt               ``Helsinki-NLP/opus-100`` ``en-zh``
+                 (``english<TAB>chinese<TAB>credit``)  (another corpus: OPUS, not Tatoeba)
 ===============  ====================================  =====================================
 
 ``FTLIB_DATA_DIR`` names the mirror folder (CI points it at its own copy).
@@ -136,6 +138,46 @@ def load_tinyshakespeare(source: str = "auto"):
                                  for k, v in split_text(text).items()})
 
 
+def load_translation_pairs(source: str = "auto", seed: int = 0):
+    """Chinese-English sentence pairs: ``DatasetDict`` of ``train``/``validation``/``test``
+    (90/5/5, shuffled with ``seed``), columns ``zh`` and ``en``.
+
+    The mirror is Tatoeba's cmn-eng file (29k short pairs, CC-BY 2.0 France, each line credited
+    in its third column); online without a mirror, OPUS-100's en-zh pairs are used instead.
+    """
+    import datasets
+    from ftlib import CourseError
+
+    if source not in ("auto", "mirror", "hub"):
+        raise CourseError(f"source must be 'auto', 'mirror' or 'hub', not {source!r}.")
+    root = data_dir() if source != "hub" else None
+    path = root / "tatoeba_cmn_eng" / "cmn.txt" if root else None
+    if path is not None and path.is_file():
+        zh, en = [], []
+        for line in path.read_text(encoding="utf-8-sig").splitlines():
+            cols = line.split("\t")
+            if len(cols) >= 2 and cols[0].strip() and cols[1].strip():
+                en.append(cols[0].strip())
+                zh.append(cols[1].strip())
+        if not en:
+            raise CourseError(f"{path} holds no 'english<TAB>chinese' lines.")
+        ds = datasets.Dataset.from_dict({"zh": zh, "en": en})
+    elif source == "mirror":
+        raise CourseError(f"No translation mirror: {path or 'FTLIB_DATA_DIR'} lacks tatoeba_cmn_eng/cmn.txt.\n{_HOW_TO_FIX}")
+    else:
+        try:
+            hub = datasets.load_dataset("Helsinki-NLP/opus-100", "en-zh", split="train[:30000]")
+        except Exception as err:
+            raise _hub_failure("the Chinese-English pairs", err, path) from err
+        ds = datasets.Dataset.from_dict({"zh": [t["zh"] for t in hub["translation"]],
+                                         "en": [t["en"] for t in hub["translation"]]})
+    ds = ds.shuffle(seed=seed)
+    n = len(ds)
+    a, b = int(0.9 * n), int(0.95 * n)
+    return datasets.DatasetDict({"train": ds.select(range(a)), "validation": ds.select(range(a, b)),
+                                 "test": ds.select(range(b, n))})
+
+
 def download(folder: str) -> Path:
     """Write a mirror of the course data sets into ``folder`` (needs the internet once)."""
     out = Path(folder).expanduser()
@@ -153,4 +195,9 @@ def download(folder: str) -> Path:
     (out / "tinyshakespeare").mkdir(exist_ok=True)
     text = "".join(shakespeare[s][0]["text"] for s in ("train", "validation", "test"))
     (out / "tinyshakespeare" / "input.txt").write_text(text, encoding="utf-8")
+    pairs = load_translation_pairs(source="hub")
+    (out / "tatoeba_cmn_eng").mkdir(exist_ok=True)
+    lines = [f"{r['en']}\t{r['zh']}\tOPUS-100 en-zh" for s in ("train", "validation", "test") for r in pairs[s]
+             if "\t" not in r["en"] + r["zh"] and "\n" not in r["en"] + r["zh"]]
+    (out / "tatoeba_cmn_eng" / "cmn.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -1,0 +1,443 @@
+"""After fine-tuning: saving, compressing, exporting, serving and watching a classifier
+(derived in notebook 12).
+
+Saving and loading
+    * :func:`save` -- ``save_pretrained`` of model and tokenizer (safetensors) into a temporary
+      folder that is then renamed, refusing to overwrite a non-empty folder unless told to;
+    * :func:`check_model_dir` / :func:`load` -- a clear error for a missing or incomplete folder,
+      then ``from_pretrained(..., use_safetensors=True)``: no pickle, no remote code.
+
+Compressing (each returns a new model; the original is left alone)
+    * :func:`quantize_int8` -- dynamic int8 quantisation of the ``nn.Linear`` layers (CPU);
+    * :func:`prune_unstructured` / :func:`sparsity` -- L1 magnitude pruning of single weights;
+    * :func:`prune_ffn` -- structured pruning: drop whole feed-forward neurons (a smaller model);
+    * :func:`make_student` / :func:`distillation_loss` -- a shallower copy and the loss to teach it;
+    * :func:`size_mb` and :func:`benchmark` -- bytes on disk, latency and throughput.
+
+Exporting
+    * :func:`export_classifier` -- ``torch.export`` of the logits, with dynamic batch and length.
+
+Serving
+    * :class:`Predictor` -- load a saved folder, check the input, predict labels;
+    * :func:`main` -- ``python -m ftlib.deploy MODEL_DIR "a sentence" ...`` (or lines on stdin).
+
+Monitoring
+    * :func:`psi` -- the population stability index of a numeric or categorical feature.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ftlib import CourseError
+
+__all__ = ["save", "check_model_dir", "load", "quantize_int8", "prune_unstructured", "sparsity",
+           "prune_ffn", "make_student", "distillation_loss", "size_mb", "benchmark",
+           "export_classifier", "Predictor", "main", "psi"]
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json")
+
+
+# ----------------------------------------------------------------------------- saving and loading
+
+def _is_quantized(model) -> bool:
+    return any("quantized" in type(m).__module__.lower() or "Quantized" in type(m).__name__
+               for m in model.modules())
+
+
+def save(model, tokenizer, path, overwrite: bool = False) -> Path:
+    """Save ``model`` and ``tokenizer`` with ``save_pretrained`` (safetensors) into ``path``.
+
+    Everything is written into a temporary folder beside ``path`` and renamed at the end, so
+    a crash never leaves half a model behind. A non-empty ``path`` is only replaced when
+    ``overwrite=True``. Returns ``path``.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CourseError(f"{path} is a file, not a folder: choose a folder name to save the model into.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise CourseError(f"{path} already exists and is not empty: saving would overwrite what is there. "
+                          "Choose a new folder, or pass overwrite=True if you mean to replace it.")
+    if _is_quantized(model):
+        raise CourseError("This model holds dynamically quantised layers, which save_pretrained cannot "
+                          "store as safetensors. Save the float model and quantise after loading "
+                          "(ftlib.deploy.quantize_int8 takes about a second).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = None
+    try:
+        model.save_pretrained(tmp)          # transformers >= 5 always writes model.safetensors
+        tokenizer.save_pretrained(tmp)
+        if path.exists():                   # an empty folder, or overwrite=True
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "model")
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():       # put the old folder back
+            os.replace(old / "model", path)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def check_model_dir(path) -> Path:
+    """Raise CourseError unless ``path`` holds a saved model (config, safetensors weights, tokenizer)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CourseError(f"No model folder at {path}. Save one with ftlib.deploy.save(model, tokenizer, "
+                          f"{str(path)!r}) or check the path.")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not ((path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()):
+        if list(path.glob("*.bin")) or list(path.glob("*.pt")):
+            raise CourseError(f"{path} holds pickled weights (.bin/.pt) but no model.safetensors. Loading a "
+                              "pickle runs code from the file: only do that for files you made yourself, then "
+                              "re-save them with ftlib.deploy.save (safetensors).")
+        missing.append("model.safetensors")
+    if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("the tokenizer (tokenizer_config.json and tokenizer.json or vocab.txt)")
+    if missing:
+        raise CourseError(f"{path} is not a complete saved model: missing {', '.join(missing)}. "
+                          "Save model and tokenizer together with ftlib.deploy.save(model, tokenizer, folder).")
+    return path
+
+
+def load(path, device="cpu"):
+    """``(model, tokenizer)`` from a folder written by :func:`save`, in eval mode.
+
+    Only safetensors weights are read (``use_safetensors=True``) and no code from the folder
+    is run (``trust_remote_code`` stays off).
+    """
+    import transformers
+
+    path = check_model_dir(path)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=False)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    return model.to(device).eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------- compressing
+
+def quantize_int8(model):
+    """A copy of ``model`` whose ``nn.Linear`` layers compute in int8 (dynamic quantisation, CPU).
+
+    Weights are stored as int8 with one scale per tensor; activations are quantised on the fly,
+    batch by batch. Embeddings and LayerNorm stay float32. Uses
+    ``torch.ao.quantization.quantize_dynamic``, which PyTorch has deprecated in favour of the
+    separate ``torchao`` package (its ``quantize_`` API) but still ships.
+    """
+    m = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(deprecated|quantize_per_tensor).*")
+        return torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8)
+
+
+def _encoder_linears(model):
+    """The ``nn.Linear`` layers of the encoder (not the embeddings, not the classifier head)."""
+    body = getattr(model, "base_model", model)
+    encoder = getattr(body, "encoder", None)
+    if encoder is None:
+        raise CourseError(f"{type(model).__name__} has no .encoder: prune a BERT-style encoder model.")
+    return [(name, m) for name, m in encoder.named_modules() if isinstance(m, nn.Linear)]
+
+
+def prune_unstructured(model, amount: float):
+    """A copy of ``model`` with the ``amount`` smallest-magnitude weights of every encoder Linear set to 0.
+
+    Layer by layer L1 (magnitude) pruning with ``torch.nn.utils.prune``, made permanent with
+    ``prune.remove``: the result is an ordinary dense model that holds zeros.
+    """
+    from torch.nn.utils import prune
+
+    if not 0.0 <= amount < 1.0:
+        raise CourseError(f"amount is the fraction of weights to remove: 0 <= amount < 1, got {amount}.")
+    m = copy.deepcopy(model)
+    for _, layer in _encoder_linears(m):
+        prune.l1_unstructured(layer, "weight", amount=amount)
+        prune.remove(layer, "weight")
+    return m
+
+
+def sparsity(model) -> float:
+    """The fraction of encoder Linear weights that are exactly zero."""
+    zeros = total = 0
+    for _, layer in _encoder_linears(model):
+        w = layer.weight
+        if not isinstance(w, torch.Tensor) or w.is_quantized:
+            raise CourseError("sparsity() needs float Linear layers (measure before quantising).")
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / total
+
+
+def prune_ffn(model, keep: int):
+    """A copy of a BERT-style ``model`` keeping ``keep`` feed-forward neurons per layer (structured pruning).
+
+    Neuron ``i`` of a layer reads row ``i`` of ``intermediate.dense`` and writes column ``i`` of
+    ``output.dense``; its score is the product of their L1 norms. The lowest-scoring neurons are
+    cut out, so the matrices really shrink and ``config.intermediate_size`` becomes ``keep`` (the
+    model still saves and loads with ``save_pretrained`` / ``from_pretrained``).
+    """
+    m = copy.deepcopy(model)
+    body = getattr(m, "base_model", m)
+    try:
+        layers = body.encoder.layer
+        size = layers[0].intermediate.dense.out_features
+    except AttributeError:
+        raise CourseError(f"prune_ffn expects a BERT-style model (encoder.layer[i].intermediate.dense), "
+                          f"not {type(model).__name__}.") from None
+    if not 1 <= keep <= size:
+        raise CourseError(f"keep must be between 1 and the feed-forward size {size}, got {keep}.")
+    with torch.no_grad():
+        for layer in layers:
+            up, down = layer.intermediate.dense, layer.output.dense
+            score = up.weight.abs().sum(1) * down.weight.abs().sum(0)
+            idx = score.topk(keep).indices.sort().values
+            new_up = nn.Linear(up.in_features, keep, bias=up.bias is not None).to(up.weight)
+            new_up.weight.copy_(up.weight[idx])
+            if up.bias is not None:
+                new_up.bias.copy_(up.bias[idx])
+            new_down = nn.Linear(keep, down.out_features, bias=down.bias is not None).to(down.weight)
+            new_down.weight.copy_(down.weight[:, idx])
+            if down.bias is not None:
+                new_down.bias.copy_(down.bias)
+            layer.intermediate.dense, layer.output.dense = new_up, new_down
+    m.config.intermediate_size = keep
+    return m
+
+
+def make_student(teacher, n_layers: int):
+    """A copy of a BERT-style ``teacher`` with only its first ``n_layers`` encoder layers."""
+    m = copy.deepcopy(teacher)
+    body = getattr(m, "base_model", m)
+    layers = getattr(getattr(body, "encoder", None), "layer", None)
+    if layers is None:
+        raise CourseError(f"make_student expects a BERT-style model with encoder.layer, not {type(teacher).__name__}.")
+    if not 1 <= n_layers <= len(layers):
+        raise CourseError(f"n_layers must be between 1 and {len(layers)}, got {n_layers}.")
+    body.encoder.layer = nn.ModuleList(list(layers)[:n_layers])
+    m.config.num_hidden_layers = n_layers
+    return m
+
+
+def distillation_loss(student_logits, teacher_logits, labels=None, temperature: float = 2.0,
+                      alpha: float = 0.5):
+    """Hinton et al.'s loss: ``alpha`` * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels).
+
+    ``teacher_T`` and ``student_T`` are the softmaxes at temperature ``T``; the T^2 keeps the
+    gradient's size independent of T. Without ``labels`` only the KL term is used.
+    """
+    if temperature <= 0:
+        raise CourseError(f"temperature must be > 0, got {temperature}.")
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits.detach() / t, -1),
+                  log_target=True, reduction="batchmean") * t * t
+    if labels is None:
+        return kl
+    return alpha * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def size_mb(model) -> float:
+    """Megabytes (10^6 bytes) of ``torch.save(model.state_dict())`` -- what a dense checkpoint weighs."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes / 1e6
+
+
+@torch.inference_mode()
+def benchmark(fn, tokenizer, sentences, batch_sizes=(1, 8, 32), max_length: int = 64,
+              min_seconds: float = 0.5, max_batches: int = 20) -> dict:
+    """Latency per batch and throughput of ``fn(**encoded_batch)`` on the CPU.
+
+    ``fn`` is a model (or any callable taking ``input_ids``, ``attention_mask``, ...).
+    For each batch size: one warm-up call, then batches of ``sentences`` until ``min_seconds``
+    have passed or ``max_batches`` were run. Returns ``{batch_size: {"ms_per_batch",
+    "sentences_per_s"}}`` (medians over batches).
+    """
+    sentences = list(sentences)
+    out = {}
+    for bs in batch_sizes:
+        if bs > len(sentences):
+            raise CourseError(f"batch size {bs} needs at least {bs} sentences, got {len(sentences)}.")
+        batches = [sentences[i:i + bs] for i in range(0, len(sentences) - bs + 1, bs)]
+        encoded = [tokenizer(b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                   for b in batches[:max_batches]]
+        fn(**encoded[0])                                     # warm-up
+        times, start = [], time.perf_counter()
+        for enc in encoded:
+            t0 = time.perf_counter()
+            fn(**enc)
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() - start > min_seconds and len(times) >= 3:
+                break
+        ms = float(np.median(times)) * 1000
+        out[bs] = {"ms_per_batch": ms, "sentences_per_s": bs / (ms / 1000)}
+    return out
+
+
+# ----------------------------------------------------------------------------- exporting
+
+class _Logits(nn.Module):
+    """Wrap a transformers classifier so that it takes tensors and returns only the logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).logits
+
+
+def export_classifier(model, tokenizer, example_sentences, max_length: int = 512):
+    """``torch.export`` the logits of a BERT-style classifier, for any batch size and length.
+
+    Returns a ``torch.export.ExportedProgram``; call ``program.module()(input_ids,
+    attention_mask, token_type_ids)`` to run it, ``torch.export.save(program, "x.pt2")`` to keep it.
+    """
+    from torch.export import Dim
+
+    example_sentences = list(example_sentences)
+    if len(example_sentences) < 2:
+        raise CourseError("Give at least two example sentences of different lengths, so the batch and "
+                          "sequence sizes can be traced as dynamic.")
+    enc = tokenizer(example_sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    if "token_type_ids" not in enc:
+        enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+    batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=max_length)
+    shapes = {k: {0: batch, 1: seq} for k in ("input_ids", "attention_mask", "token_type_ids")}
+    wrapped = _Logits(copy.deepcopy(model).cpu().eval()).eval()
+    args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    with torch.no_grad():
+        return torch.export.export(wrapped, args, dynamic_shapes=shapes)
+
+
+# ----------------------------------------------------------------------------- serving
+
+class Predictor:
+    """Predict labels with a model folder written by :func:`save`.
+
+    ``max_length``: the most tokens a sentence may have (default: the smaller of the tokenizer's
+    ``model_max_length`` and the model's ``max_position_embeddings``). A longer sentence raises
+    :class:`ftlib.CourseError` unless ``truncate=True``, which keeps its first ``max_length`` tokens.
+    """
+
+    def __init__(self, path, max_length: int | None = None, truncate: bool = False,
+                 batch_size: int = 32, device="cpu"):
+        self.model, self.tokenizer = load(path, device)
+        limit = min(int(self.tokenizer.model_max_length), int(self.model.config.max_position_embeddings))
+        if max_length is not None and not 2 <= max_length <= limit:
+            raise CourseError(f"max_length must be between 2 and {limit} for this model, got {max_length}.")
+        self.max_length = max_length or limit
+        self.truncate = truncate
+        self.batch_size = batch_size
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    def check(self, sentences) -> list[str]:
+        """The sentences as a list, or a CourseError saying what is wrong with them."""
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        if isinstance(sentences, (bytes, dict)) or not hasattr(sentences, "__iter__"):
+            raise CourseError(f"predict() takes a list of sentences (strings), got {type(sentences).__name__}.")
+        sentences = list(sentences)
+        if not sentences:
+            raise CourseError("predict() got an empty list: give at least one sentence.")
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise CourseError(f"Sentence {i} is not a string but {type(s).__name__}: {s!r}.")
+            if not s.strip():
+                raise CourseError(f"Sentence {i} is empty (or only spaces): there is nothing to classify.")
+        if not self.truncate:
+            lengths = [len(ids) for ids in self.tokenizer(list(sentences))["input_ids"]]
+            too_long = [(i, n) for i, n in enumerate(lengths) if n > self.max_length]
+            if too_long:
+                i, n = too_long[0]
+                raise CourseError(f"Sentence {i} has {n} tokens (with [CLS] and [SEP]); this model takes at most "
+                                  f"{self.max_length}. Shorten it, or use Predictor(path, truncate=True) "
+                                  f"(--truncate) to keep its first {self.max_length} tokens"
+                                  f"{f' ({len(too_long)} sentences are too long)' if len(too_long) > 1 else ''}.")
+        return list(sentences)
+
+    def predict(self, sentences) -> list[dict]:
+        """``[{"sentence", "label", "probability"}, ...]``, one per sentence, in order."""
+        from ftlib.train import predict
+
+        sentences = self.check(sentences)
+        return predict(self.model, self.tokenizer, sentences, batch_size=self.batch_size,
+                       max_length=self.max_length)
+
+
+def main(argv=None) -> int:
+    """``python -m ftlib.deploy MODEL_DIR [SENTENCE ...]``; without sentences, one per line of stdin."""
+    ap = argparse.ArgumentParser(prog="python -m ftlib.deploy",
+                                 description="Classify sentences with a model folder saved by ftlib.deploy.save.")
+    ap.add_argument("model_dir", help="folder written by ftlib.deploy.save (or save_pretrained)")
+    ap.add_argument("sentences", nargs="*", help="sentences to classify; none: read one per line from stdin")
+    ap.add_argument("--truncate", action="store_true", help="cut over-long sentences instead of refusing them")
+    ap.add_argument("--max-length", type=int, default=None, help="most tokens per sentence (default: the model's)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per line")
+    args = ap.parse_intermixed_args(argv)
+    try:
+        sentences = args.sentences
+        if not sentences:
+            if sys.stdin is None or sys.stdin.isatty():
+                raise CourseError("No sentences: pass them as arguments, or pipe them in, one per line.")
+            sentences = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+            if not sentences:
+                raise CourseError("stdin held no sentences (only empty lines).")
+        predictor = Predictor(args.model_dir, max_length=args.max_length, truncate=args.truncate)
+        for r in predictor.predict(sentences):
+            print(json.dumps(r, ensure_ascii=False) if args.json else
+                  f"{r['label']}\t{r['probability']:.3f}\t{r['sentence']}")
+    except CourseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+def psi(reference, current, bins: int = 10, categorical: bool = False) -> float:
+    """Population stability index: sum over bins of (q - p) * ln(q / p).
+
+    ``p`` and ``q`` are the shares of ``reference`` and ``current`` in each bin: the reference's
+    deciles (``bins`` quantile bins) for numbers, or each category for ``categorical=True``.
+    Empty bins count as a share of 1e-4. Rule of thumb: < 0.1 stable, 0.1-0.25 a moderate
+    shift, > 0.25 a large one.
+    """
+    reference, current = np.asarray(reference), np.asarray(current)
+    if reference.size == 0 or current.size == 0:
+        raise CourseError("psi() needs non-empty reference and current samples.")
+    if categorical:
+        cats = np.union1d(np.unique(reference), np.unique(current))
+        p = np.array([(reference == c).mean() for c in cats])
+        q = np.array([(current == c).mean() for c in cats])
+    else:
+        edges = np.unique(np.quantile(reference.astype(float), np.linspace(0, 1, bins + 1)[1:-1]))
+        p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / reference.size
+        q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / current.size
+    p, q = np.clip(p, 1e-4, None), np.clip(q, 1e-4, None)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

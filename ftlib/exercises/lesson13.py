@@ -1,0 +1,52 @@
+"""Checks for the exercises of lesson 13 (NER, extractive QA, translation)."""
+from ftlib.exercises import Wrong, exercise
+
+
+@exercise("13.1")
+def align_all(fn):
+    from ftlib.tasks import NER_TAGS, align_labels
+
+    cases = [([None, 0, 0, 1, 2, 2, 2, None], [1, 0, 3]),        # B-PER split in two, O, B-LOC in three
+             ([None, 0, 1, 1, None], [5, 6]),                   # B-ORG, I-ORG split in two
+             ([None, 0, None, None], [0])]                      # with padding positions
+    for word_ids, labels in cases:
+        want = align_labels(word_ids, labels, label_all_subtokens=True)
+        got = list(fn(list(word_ids), list(labels)))
+        if got != want:
+            names = [NER_TAGS[x] if x >= 0 else -100 for x in want]
+            hint = ""
+            if len(got) != len(want):
+                hint = " Return one label per token (len(word_ids) of them)."
+            elif any(g == -100 and w != -100 for g, w in zip(got, want)):
+                hint = " Only special tokens (word id None) get -100 here; later pieces get a label too."
+            elif any(g != w and w >= 0 and NER_TAGS[w].startswith("I-") for g, w in zip(got, want)):
+                hint = " A later piece of a B- word continues the entity: it gets the I- tag of the same type."
+            raise Wrong(f"for word_ids {word_ids} and word labels {labels} expected {names}.{hint}")
+
+
+@exercise("13.2")
+def span_text(fn):
+    from ftlib import load_tokenizer
+
+    tok = load_tokenizer("course-bert")
+    context = "Olga Petrova, a baker from Dublin, founded Nokia in 1921."
+    offsets = tok(context, return_offsets_mapping=True)["offset_mapping"]
+    for start, end in [(1, 3), (6, 6), (8, 8), (1, 1)]:
+        want = context[offsets[start][0]:offsets[end][1]]
+        got = fn(context, offsets, start, end)
+        if got != want:
+            hint = (" Use the end token's end offset (offsets[end][1]), not its start." if got == context[offsets[start][0]:offsets[end][0]]
+                    else " Slice the context with character offsets, not token positions." if got == context[start:end + 1] or got == context[start:end]
+                    else "")
+            raise Wrong(f"for tokens {start}..{end} expected {want!r}, got {got!r}.{hint}")
+
+
+@exercise("13.3")
+def count_entities(n):
+    from ftlib.tasks import bio_spans
+
+    want = len(bio_spans("B-PER I-PER I-LOC O B-ORG B-ORG I-ORG O I-PER".split()))
+    if n != want:
+        hint = {3: " An I- tag that does not continue an entity of its own type starts a new one (I-LOC, I-PER).",
+                4: " Two B-ORG in a row are two entities; and an I- after O starts one."}.get(n, "")
+        raise Wrong(f"{n} is not the count.{hint}")

@@ -1,0 +1,284 @@
+"""A Llama-style decoder written from scratch, that runs course-gpt's real weights.
+
+Derived in notebook 03.  course-gpt (SmolLM2-135M) is a stack of 30 identical blocks::
+
+    x = embedding(token)                               # no position embedding here ...
+    for each layer:                                    # "pre-norm": norm BEFORE each sub-layer
+        x = x + Attention(RMSNorm(x))                  # ... positions enter as a rotation of q and k
+        x = x + MLP(RMSNorm(x))                        #     (rotary embeddings, RoPE)
+    logits = RMSNorm(x) @ embedding.T                  # tied: the output layer IS the embedding
+
+    RMSNorm(x)   = w * x / sqrt(mean(x**2) + eps)      # no mean subtraction, no bias
+    MLP(x)       = W_down (SiLU(W_gate x) * W_up x)    # SwiGLU
+    Attention:   causal (a token sees only itself and the past), grouped-query: 9 query heads
+                 share 3 key/value heads, 3 query heads per key/value head.
+
+``GPT.from_pretrained("course-gpt")`` copies the weights of transformers'
+``LlamaForCausalLM`` in (the parameter names are kept the same as transformers',
+so the mapping is the identity), and :func:`generate` samples from it with a
+key/value cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    """The sizes of a Llama-style decoder.  The defaults are SmolLM2-135M's (course-gpt)."""
+    vocab_size: int = 49152
+    hidden_size: int = 576
+    num_layers: int = 30
+    num_heads: int = 9
+    num_kv_heads: int = 3
+    intermediate_size: int = 1536
+    rope_theta: float = 100000.0
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 8192
+    tie_word_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def from_hf(cls, hf) -> "GPTConfig":
+        """Read the fields we need from a ``transformers.LlamaConfig``."""
+        from ftlib import CourseError
+
+        if getattr(hf, "model_type", None) != "llama":
+            raise CourseError(f"Expected a Llama config, got model_type={getattr(hf, 'model_type', None)!r}.")
+        rope = getattr(hf, "rope_parameters", None) or {"rope_theta": hf.rope_theta, "rope_type": "default"}
+        if rope.get("rope_type", "default") != "default" or hf.hidden_act != "silu":
+            raise CourseError("ftlib.gpt supports plain RoPE and SiLU; this config has "
+                              f"rope_type={rope.get('rope_type')!r}, hidden_act={hf.hidden_act!r}.")
+        if getattr(hf, "head_dim", None) not in (None, hf.hidden_size // hf.num_attention_heads):
+            raise CourseError("ftlib.gpt assumes head_dim = hidden_size / num_attention_heads.")
+        return cls(vocab_size=hf.vocab_size, hidden_size=hf.hidden_size,
+                   num_layers=hf.num_hidden_layers, num_heads=hf.num_attention_heads,
+                   num_kv_heads=hf.num_key_value_heads, intermediate_size=hf.intermediate_size,
+                   rope_theta=float(rope["rope_theta"]), rms_norm_eps=hf.rms_norm_eps,
+                   max_position_embeddings=hf.max_position_embeddings,
+                   tie_word_embeddings=hf.tie_word_embeddings)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps), times a learned gain: LayerNorm without centring and bias."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rope_cos_sin(positions, head_dim: int, theta: float):
+    """cos and sin of the rotation angles ``position * theta**(-2i/head_dim)``: (T, head_dim) each.
+
+    Each angle appears twice, once for each half of the head (transformers' layout)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+    angles = positions.float()[:, None] * inv_freq[None, :].to(positions.device)  # (T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x):
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate the pairs (x[i], x[i + head_dim/2]) of every head by their position's angles."""
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention with rotary positions and an optional KV cache."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=False)
+
+    def forward(self, x, cos, sin, cache=None):
+        """``cache`` is None or a dict holding this layer's past keys/values ("k", "v"): updated in place."""
+        B, T, _ = x.shape
+        H, KV, hd = self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim
+        q = self.q_proj(x).view(B, T, H, hd).transpose(1, 2)     # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, KV, hd).transpose(1, 2)    # (B, KV, T, hd)
+        v = self.v_proj(x).view(B, T, KV, hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:                                    # keys/values of earlier tokens
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        past = k.shape[2] - T
+        # grouped-query attention: each key/value head serves H // KV query heads
+        k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        # causal mask: query i (at position past + i) sees keys 0 .. past + i
+        mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * hd))
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """One decoder layer: pre-norm attention and pre-norm MLP, each on a residual path."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x
+
+
+class GPT(nn.Module):
+    """Llama-style causal language model: token ids (B, T) -> next-token logits (B, T, vocab)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight   # one matrix, used twice
+
+    def new_cache(self) -> list[dict]:
+        """An empty KV cache: one dict per layer, filled by ``forward(..., cache=...)``."""
+        return [{} for _ in self.layers]
+
+    def forward(self, idx, cache: list[dict] | None = None):
+        """Logits for every position.  With a ``cache``, ``idx`` holds only the new tokens."""
+        from ftlib import CourseError
+
+        past = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        T = idx.shape[1]
+        if past + T > self.cfg.max_position_embeddings:
+            raise CourseError(f"{past + T} tokens exceed the {self.cfg.max_position_embeddings} "
+                              "positions the model was trained on.")
+        cos, sin = rope_cos_sin(torch.arange(past, past + T, device=idx.device),
+                                self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.embed_tokens(idx)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, None if cache is None else cache[i])
+        return self.lm_head(self.norm(x))
+
+    @classmethod
+    def from_pretrained(cls, name: str = "course-gpt") -> "GPT":
+        """Load a transformers Llama checkpoint (``ftlib.load_model``) and take its weights."""
+        import ftlib
+
+        return cls.from_hf(ftlib.load_model(name, task="causal-lm"))
+
+    @classmethod
+    def from_hf(cls, hf_model) -> "GPT":
+        """Our model on the weights of a loaded ``LlamaForCausalLM``.
+
+        The tensors are shared, not copied (a 135M-parameter model is 0.5 GB in float32):
+        training one of the two models changes the other."""
+        with torch.device("meta"):                   # skip the random init we would overwrite
+            model = cls(GPTConfig.from_hf(hf_model.config))
+        load_hf_state_dict(model, hf_model.state_dict(), assign=True)
+        return model.eval()
+
+
+def load_hf_state_dict(model: GPT, hf_state: dict, assign: bool = False) -> None:
+    """Copy a ``LlamaForCausalLM`` state dict: our names are ``model.``-less transformers names."""
+    from ftlib import CourseError
+
+    ours = {k.removeprefix("model."): v for k, v in hf_state.items()}
+    if model.cfg.tie_word_embeddings:
+        ours.pop("lm_head.weight", None)             # the same tensor as embed_tokens.weight
+    expected = set(model.state_dict()) - ({"lm_head.weight"} if model.cfg.tie_word_embeddings else set())
+    missing, extra = expected - set(ours), set(ours) - expected
+    if missing or extra:
+        raise CourseError(f"Checkpoint does not fit: missing {sorted(missing)[:3]}, "
+                          f"unexpected {sorted(extra)[:3]}.")
+    model.load_state_dict(ours, strict=False, assign=assign)
+    if model.cfg.tie_word_embeddings:               # assign=True replaced the shared tensor: re-tie
+        model.lm_head.weight = model.embed_tokens.weight
+
+
+def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator=None):
+    """Pick one token id per row of ``logits`` (B, vocab).  ``temperature=0`` means greedy."""
+    from ftlib import CourseError
+
+    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise CourseError(f"Need temperature >= 0, top_k >= 1 and 0 < top_p <= 1; got "
+                          f"temperature={temperature}, top_k={top_k}, top_p={top_p}.")
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:                          # keep the k most likely tokens
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:                          # keep the smallest set with probability >= top_p
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum - sorted_logits.softmax(dim=-1) >= top_p   # mass BEFORE this token already enough
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+
+
+@torch.no_grad()
+def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, use_cache: bool = True, eos_token_id: int | None = None,
+             generator=None):
+    """Extend ``idx`` (B, T) by up to ``max_new_tokens`` tokens; returns (B, T + new).
+
+    ``temperature=0`` is greedy decoding.  With ``use_cache`` only the newest token goes
+    through the model at each step; without, the whole sequence is recomputed every step
+    (same tokens, slower).  Generation stops early once every row has produced ``eos_token_id``.
+    """
+    from ftlib import CourseError
+
+    if idx.dim() != 2 or idx.shape[1] == 0:
+        raise CourseError(f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}; "
+                          "use tokenizer(..., return_tensors='pt').input_ids.")
+    cache = model.new_cache() if use_cache else None
+    done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    step_input = idx
+    for _ in range(max_new_tokens):
+        logits = model(step_input if use_cache else idx, cache=cache)[:, -1, :]
+        nxt = sample_next(logits.float(), temperature, top_k, top_p, generator)
+        if eos_token_id is not None:               # finished rows keep emitting eos
+            nxt = nxt.masked_fill(done[:, None], eos_token_id)
+            done |= nxt[:, 0] == eos_token_id
+        idx = torch.cat([idx, nxt], dim=1)
+        step_input = nxt
+        if eos_token_id is not None and bool(done.all()):
+            break
+    return idx

@@ -1,0 +1,308 @@
+"""Beyond sentence classification: token classification (NER), extractive QA and
+translation with a decoder (derived in notebook 13).
+
+NER and QA need labelled spans, and no such data set ships with the course, so
+:func:`make_ner_data` and :func:`make_qa_data` write small *synthetic* ones from templates
+(people, places, organisations). They are for learning the mechanics; the test split uses
+names that never occur in training, so a model can only succeed by reading the context.
+Online, the real benchmarks are ``conll2003`` (NER) and ``squad`` (QA) on the hub.
+
+* NER: :func:`align_labels` (word labels -> sub-token labels, -100 for the rest),
+  :func:`bio_spans`, :func:`entity_f1` (entity-level, as seqeval computes it).
+* QA: :func:`qa_features` (answer characters -> start/end token positions through the
+  offset mapping), :func:`best_span` (the highest start+end score with start <= end),
+  :func:`squad_scores` (exact match and token F1, SQuAD's definitions).
+* Translation with a decoder-only model: :func:`prompt_target_example` (labels -100 on the
+  prompt, so only the target is learned).
+"""
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections import Counter
+
+from ftlib import CourseError
+
+__all__ = ["train_steps", "NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1",
+           "make_qa_data", "qa_features", "best_span", "squad_scores", "prompt_target_example"]
+
+NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+
+# two disjoint pools of names each: training sentences use the first, test sentences the second
+_PEOPLE = (["Alice Martin", "Bob", "Chen Wei", "Maria Lopez", "John Smith", "Fatima", "Liu Yang", "Peter Brown",
+            "Sara Ito", "Omar", "Anna Kowalski", "David Lee", "Nina", "Carlos Diaz", "Emma Wilson", "Raj Patel"],
+           ["Hannah Scott", "Kenji", "Olga Petrova", "Mark Twain", "Zhang Min", "Lucy", "Ahmed Khan", "Ines Garcia"])
+_PLACES = (["Paris", "New York", "Beijing", "Berlin", "Cairo", "Lima", "Tokyo", "Madrid", "Nairobi", "Toronto",
+            "San Francisco", "Mumbai"],
+           ["Oslo", "Buenos Aires", "Shanghai", "Dublin", "Hanoi", "Cape Town"])
+_ORGS = (["Google", "United Nations", "Acme Corp", "Tsinghua University", "Red Cross", "Siemens",
+          "World Bank", "Oxford University", "Tencent", "NASA"],
+         ["Microsoft", "Louvre Museum", "Fudan University", "Unicef", "Nokia"])
+_NER_TEMPLATES = [
+    "{PER} works for {ORG} in {LOC} .", "{PER} moved to {LOC} last year .", "Yesterday {PER} met {PER} in {LOC} .",
+    "{ORG} opened an office in {LOC} .", "{PER} joined {ORG} after leaving {ORG} .", "The mayor of {LOC} thanked {PER} .",
+    "According to {ORG} , prices in {LOC} rose again .", "{PER} said the deal with {ORG} is off .",
+    "We flew from {LOC} to {LOC} with {PER} .", "Researchers at {ORG} praised {PER} .",
+    "{PER} lives near {LOC} and teaches at {ORG} .", "Nobody at {ORG} expected {PER} to win .",
+]
+
+
+def _pools(split):
+    if split not in ("train", "test"):
+        raise CourseError(f"split must be 'train' or 'test', not {split!r}.")
+    k = 0 if split == "train" else 1
+    return {"PER": _PEOPLE[k], "LOC": _PLACES[k], "ORG": _ORGS[k]}
+
+
+def train_steps(model, loader, *, epochs: int = 1, lr: float = 5e-5, warmup_ratio: float = 0.1,
+                max_grad_norm: float = 1.0, device=None, progress: bool = True) -> list[float]:
+    """Fine-tune any transformers model whose forward returns ``.loss`` when the batch holds its
+    targets (``labels``, or ``start_positions``/``end_positions``): AdamW, linear warm-up and
+    decay, clipping -- the loop of lesson 05 without the classification-only parts.
+    Returns the loss of every step."""
+    import math
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from ftlib.train import linear_schedule, make_optimizer
+
+    if len(loader) == 0:
+        raise CourseError("The loader yields no batches: is the training set empty?")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    total = len(loader) * epochs
+    optimizer = make_optimizer(model, lr, weight_decay=0.01)
+    scheduler = linear_schedule(optimizer, math.ceil(warmup_ratio * total), total)
+    losses = []
+    model.train()
+    with tqdm(total=total, desc="training", disable=not progress) as bar:
+        for _ in range(epochs):
+            for batch in loader:
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+                if loss is None or not torch.isfinite(loss):
+                    raise CourseError(f"The loss is {loss} at step {len(losses) + 1}: does the batch hold "
+                                      "the targets (labels / start_positions), and is the learning rate sane?")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def make_ner_data(n: int, split: str = "train", seed: int = 0) -> dict:
+    """``{"tokens": [[word, ...]], "tags": [[tag id, ...]]}`` for ``n`` synthetic sentences (BIO tags)."""
+    if n < 1:
+        raise CourseError("make_ner_data needs n >= 1.")
+    rng, pools = random.Random(seed), _pools(split)
+    tokens, tags = [], []
+    for _ in range(n):
+        words, labels = [], []
+        for piece in rng.choice(_NER_TEMPLATES).split():
+            m = re.fullmatch(r"\{(PER|LOC|ORG)\}", piece)
+            if not m:
+                words.append(piece)
+                labels.append("O")
+                continue
+            kind = m.group(1)
+            for i, w in enumerate(rng.choice(pools[kind]).split()):
+                words.append(w)
+                labels.append(("B-" if i == 0 else "I-") + kind)
+        tokens.append(words)
+        tags.append([NER_TAGS.index(t) for t in labels])
+    return {"tokens": tokens, "tags": tags}
+
+
+def align_labels(word_ids, word_labels, label_all_subtokens: bool = False) -> list[int]:
+    """Sub-token labels from word labels: the first piece of a word gets the word's label,
+    special tokens and (unless ``label_all_subtokens``) the later pieces get -100.
+
+    ``word_ids`` is what a fast tokenizer's ``encoding.word_ids()`` returns (None for
+    [CLS]/[SEP]/padding).
+    """
+    out, previous = [], None
+    for w in word_ids:
+        if w is None:
+            out.append(-100)
+        elif w >= len(word_labels):
+            raise CourseError(f"word id {w} but only {len(word_labels)} word labels: tokenise with "
+                              "is_split_into_words=True and the same words the labels belong to.")
+        elif w != previous:
+            out.append(word_labels[w])
+        else:
+            label = word_labels[w]
+            if label_all_subtokens:  # an inside piece of a B- entity continues it as I-
+                name = NER_TAGS[label] if 0 <= label < len(NER_TAGS) else ""
+                label = NER_TAGS.index("I-" + name[2:]) if name.startswith("B-") else label
+            out.append(label if label_all_subtokens else -100)
+        previous = w
+    return out
+
+
+def bio_spans(tags) -> set[tuple[str, int, int]]:
+    """Entities ``(type, start, end)`` (end exclusive) in a BIO sequence of tag names or ids.
+
+    An ``I-X`` that does not continue an ``X`` entity starts a new one (as seqeval does)."""
+    names = [NER_TAGS[t] if isinstance(t, int) else t for t in tags]
+    spans, kind, start = set(), None, 0
+    for i, tag in enumerate(names + ["O"]):
+        prefix, _, typ = tag.partition("-")
+        if kind is not None and (prefix != "I" or typ != kind):
+            spans.add((kind, start, i))
+            kind = None
+        if prefix == "B" or (prefix == "I" and kind is None):
+            kind, start = typ, i
+    return spans
+
+
+def entity_f1(true_seqs, pred_seqs) -> dict:
+    """Entity-level precision, recall and F1: an entity counts only if type and both ends match."""
+    if len(true_seqs) != len(pred_seqs):
+        raise CourseError(f"{len(true_seqs)} true sequences but {len(pred_seqs)} predicted ones.")
+    tp = n_true = n_pred = 0
+    for t, p in zip(true_seqs, pred_seqs):
+        if len(t) != len(p):
+            raise CourseError("A predicted tag sequence has another length than its true one: "
+                              "drop the -100 positions from both the same way.")
+        st, sp = bio_spans(t), bio_spans(p)
+        tp, n_true, n_pred = tp + len(st & sp), n_true + len(st), n_pred + len(sp)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "entities": n_true}
+
+
+_QA_FACTS = [
+    ("{PER} works for {ORG} in {LOC}.", [("Who works for {ORG}?", "PER"), ("Where does {PER} work?", "LOC"),
+                                          ("Which organisation does {PER} work for?", "ORG")]),
+    ("{PER} was born in {LOC} in {YEAR}.", [("Where was {PER} born?", "LOC"), ("When was {PER} born?", "YEAR"),
+                                            ("Who was born in {LOC}?", "PER")]),
+    ("In {YEAR}, {ORG} hired {PER} as a {JOB}.", [("What was {PER} hired as?", "JOB"),
+                                                  ("Who did {ORG} hire?", "PER"), ("When was {PER} hired?", "YEAR")]),
+    ("{PER}, a {JOB} from {LOC}, founded {ORG}.", [("Who founded {ORG}?", "PER"), ("What is {PER}'s job?", "JOB"),
+                                                  ("Where is {PER} from?", "LOC")]),
+]
+_JOBS = (["teacher", "nurse", "pilot", "lawyer", "chemist", "farmer", "designer", "librarian"],
+         ["baker", "architect", "journalist", "plumber"])
+_FILLER = ["The weather was mild that week.", "Few people noticed at the time.", "It was a busy period.",
+           "Later the story appeared in a local paper.", "Many details are still unknown."]
+
+
+def make_qa_data(n: int, split: str = "train", seed: int = 0) -> dict:
+    """``{"question", "context", "answer", "answer_start"}`` lists for ``n`` synthetic extractive-QA items.
+
+    Each context is one fact between filler sentences; the answer is a span of the context."""
+    if n < 1:
+        raise CourseError("make_qa_data needs n >= 1.")
+    rng, pools = random.Random(seed), dict(_pools(split))
+    pools["JOB"] = _JOBS[0 if split == "train" else 1]
+    out = {"question": [], "context": [], "answer": [], "answer_start": []}
+    for _ in range(n):
+        fact, questions = rng.choice(_QA_FACTS)
+        values = {k: rng.choice(v) for k, v in pools.items()}
+        values["YEAR"] = str(rng.randint(1950, 2020) if split == "train" else rng.randint(1900, 1949))
+        sentence = fact.format(**values)
+        sentence = sentence[0].upper() + sentence[1:]
+        before, after = rng.sample(_FILLER, 2)
+        context = " ".join(s for s in (before if rng.random() < 0.5 else "", sentence, after) if s)
+        question, slot = rng.choice(questions)
+        answer = values[slot]
+        start = context.index(sentence) + sentence.index(answer) if answer in sentence else context.index(answer)
+        out["question"].append(question.format(**values))
+        out["context"].append(context)
+        out["answer"].append(answer)
+        out["answer_start"].append(start)
+    return out
+
+
+def qa_features(tokenizer, questions, contexts, answers=None, answer_starts=None, max_length: int = 128) -> dict:
+    """Tokenise (question, context) pairs; with answers, add ``start_positions``/``end_positions``.
+
+    The answer's characters ``[answer_start, answer_start + len(answer))`` are mapped to the
+    first and last context tokens that overlap them, through ``offset_mapping`` and
+    ``sequence_ids`` (1 marks context tokens). A pair whose answer was truncated away raises.
+    """
+    if not questions or len(questions) != len(contexts):
+        raise CourseError("qa_features needs as many contexts as questions (and at least one).")
+    enc = tokenizer(list(questions), list(contexts), truncation="only_second", max_length=max_length,
+                    padding=True, return_offsets_mapping=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")
+    if answers is None:
+        enc["offset_mapping"] = offsets
+        return enc
+    starts, ends = [], []
+    for i, (ans, a0) in enumerate(zip(answers, answer_starts)):
+        a1 = a0 + len(ans)
+        seq = enc.sequence_ids(i)
+        tok = [j for j, s in enumerate(seq) if s == 1 and offsets[i, j, 0] < a1 and offsets[i, j, 1] > a0]
+        if not tok:
+            raise CourseError(f"Example {i}: the answer {ans!r} is not inside the (truncated) context; "
+                              f"raise max_length (now {max_length}) or use a document stride.")
+        starts.append(tok[0])
+        ends.append(tok[-1])
+    import torch
+    enc["start_positions"] = torch.tensor(starts)
+    enc["end_positions"] = torch.tensor(ends)
+    enc["offset_mapping"] = offsets
+    return enc
+
+
+def best_span(start_logits, end_logits, allowed=None, max_answer_tokens: int = 30) -> tuple[int, int]:
+    """``(start, end)`` maximising ``start_logits[s] + end_logits[e]`` with ``s <= e < s + max_answer_tokens``.
+
+    ``allowed``: a boolean mask of positions an answer may use (the context tokens)."""
+    import torch
+
+    s, e = torch.as_tensor(start_logits).float(), torch.as_tensor(end_logits).float()
+    n = len(s)
+    score = s[:, None] + e[None, :]
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    ok = (j >= i) & (j < i + max_answer_tokens)
+    if allowed is not None:
+        a = torch.as_tensor(allowed, dtype=torch.bool)
+        ok &= a[:, None] & a[None, :]
+    if not ok.any():
+        raise CourseError("No position may start an answer: is the context empty?")
+    flat = score.masked_fill(~ok, float("-inf")).argmax()
+    return int(flat // n), int(flat % n)
+
+
+def _normalise(text: str) -> list[str]:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return text.split()
+
+
+def squad_scores(predictions, references) -> dict:
+    """SQuAD's exact match and token-overlap F1 (after lower-casing, dropping punctuation and
+    articles), averaged over the examples, in percent."""
+    if len(predictions) != len(references) or not predictions:
+        raise CourseError("squad_scores needs equally many predictions and references (at least one).")
+    em = f1 = 0.0
+    for p, r in zip(predictions, references):
+        pt, rt = _normalise(p), _normalise(r)
+        em += float(pt == rt)
+        common = sum((Counter(pt) & Counter(rt)).values())
+        if common:
+            prec, rec = common / len(pt), common / len(rt)
+            f1 += 2 * prec * rec / (prec + rec)
+    n = len(predictions)
+    return {"exact_match": 100 * em / n, "f1": 100 * f1 / n}
+
+
+def prompt_target_example(tokenizer, prompt: str, target: str, max_length: int = 64) -> dict:
+    """``input_ids`` = prompt + target + end-of-text; ``labels`` = -100 on the prompt, the target's
+    ids after it: a decoder learns to continue a prompt with its target, not to repeat prompts."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(p) >= max_length:
+        raise CourseError(f"The prompt alone has {len(p)} tokens; max_length is {max_length}.")
+    ids = (p + t)[:max_length]
+    labels = ([-100] * len(p) + t)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}

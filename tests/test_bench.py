@@ -1,0 +1,71 @@
+"""Tests for ftlib.bench: the results file and the sharded weight export (tiny local models)."""
+import json
+
+import pytest
+import torch
+import transformers
+
+import ftlib
+from ftlib import bench
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tok = ftlib.load_tokenizer("course-bert")
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=2))
+    gpt = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+    for name, model in (("bert", bert), ("gpt", gpt)):
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+    return root
+
+
+def test_bench_writes_a_valid_results_file(tiny_models, tmp_path):
+    path = bench.main(["--budget", "tiny", "--out", str(tmp_path), "--quiet",
+                       "--bert-model", str(tiny_models / "bert"), "--gpt-model", str(tiny_models / "gpt")])
+    r = json.loads(path.read_text())
+    assert r["budget"] == "tiny" and r["hardware"]["device"] == str(ftlib.pick_device())
+    assert set(r["software"]) >= {"python", "torch", "transformers"}
+    b, g = r["bert"], r["gpt"]
+    assert b["settings"]["n_train"] == 64 and len(b["ftlib"]["epoch_accuracy"]) == 1
+    for side in ("ftlib", "trainer"):
+        assert 0 <= b[side]["epoch_accuracy"][-1] <= 1 and b[side]["samples_per_s"] > 0
+    assert b["speedup"] == pytest.approx(b["ftlib"]["samples_per_s"] / b["trainer"]["samples_per_s"])
+    assert g["tokens"] == 2 * 2 * 32 and g["tokens_per_s"] > 0
+    assert g["flops_per_token"] == 6 * g["n_params"] + 12 * 1 * 16 * 32
+    if r["hardware"]["gpu"] is None:
+        assert g["mfu"] is None and g["peak_bf16_tflops"] is None
+    table = (tmp_path / "latest.md").read_text()
+    assert path.name in table and table.count("\n| 20") == 1      # one row per results file
+
+
+def test_export_weights_shards_reload_to_identical_logits(tiny_models, tmp_path):
+    torch.manual_seed(0)
+    src = tmp_path / "src"
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2))
+    model.save_pretrained(src)
+    ftlib.load_tokenizer(str(tiny_models / "gpt")).save_pretrained(src)
+    out = tmp_path / "out"
+    bench.main(["export-weights", str(out), "--model", str(src), "--max-shard-size", "40KB"])
+    shards = sorted(out.glob("*.safetensors"))
+    assert len(shards) >= 3 and all(p.stat().st_size < 48_000 for p in shards)
+    manifest = (out / "MANIFEST.txt").read_text()
+    assert all(p.name in manifest for p in shards)
+    again = ftlib.load_model(str(out), task="causal-lm").eval()
+    ids = torch.randint(0, 500, (2, 12))
+    # the reference: the unsharded original, loaded in bfloat16 the same way (model.to(bfloat16) would
+    # also round the rotary-embedding frequencies, which loading with dtype= keeps in float32)
+    want = ftlib.load_model(str(src), task="causal-lm", dtype=torch.bfloat16).eval()(ids).logits
+    assert again.dtype == torch.bfloat16
+    assert torch.equal(again(ids).logits, want)
+    torch.testing.assert_close(want.float(), model(ids).logits, atol=0.05, rtol=0.05)   # bf16 rounding only
+    with pytest.raises(ftlib.CourseError):
+        bench.export_weights(out, str(src))                    # refuses a non-empty folder

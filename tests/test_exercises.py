@@ -1,0 +1,56 @@
+"""The exercise checks: every lesson's checks load; `check` reports, it never raises."""
+import pytest
+
+from ftlib import exercises
+from ftlib.exercises import Wrong, check, close, exercise
+
+
+def test_check_reports_unanswered_right_wrong_and_crashing(capsys):
+    @exercise("99.1")
+    def _double(fn):
+        if fn(2) != 4:
+            raise Wrong("double the number")
+
+    assert check("99.1", ...) is False
+    assert "not answered yet" in capsys.readouterr().out
+    assert check("99.1", lambda x: 2 * x) is True
+    assert "correct" in capsys.readouterr().out
+    assert check("99.1", lambda x: x + 1) is False
+    assert "double the number" in capsys.readouterr().out
+    assert check("99.1", lambda x: 1 / 0) is False
+    assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_unknown_exercise_says_what_exists():
+    with pytest.raises(KeyError, match="lesson.number"):
+        check("98.7", 1)
+
+
+def test_close():
+    close(1.0, 1.0 + 1e-9)
+    with pytest.raises(Wrong, match="shape"):
+        close([1.0, 2.0], [1.0])
+    with pytest.raises(Wrong):
+        close(2.0, 1.0)
+    with pytest.raises(Wrong, match="number"):
+        close("abc", 1.0)
+
+
+def test_every_lesson_module_registers_its_checks():
+    ids = exercises.list_exercises()
+    assert "13.1" in ids
+    for ex_id in ids:
+        lesson, number = ex_id.split(".")
+        assert len(lesson) == 2 and number.isdigit(), ex_id
+
+
+def test_lesson13_checks_accept_right_and_reject_wrong(capsys):
+    from ftlib import tasks
+    assert check("13.1", lambda w, l: tasks.align_labels(w, l, label_all_subtokens=True))
+    assert not check("13.1", lambda w, l: tasks.align_labels(w, l))
+    assert "later pieces get a label" in capsys.readouterr().out
+    assert check("13.2", lambda c, o, s, e: c[o[s][0]:o[e][1]])
+    assert not check("13.2", lambda c, o, s, e: c[o[s][0]:o[e][0]])
+    assert "end offset" in capsys.readouterr().out
+    assert check("13.3", 5)
+    assert not check("13.3", 3)

@@ -1,0 +1,137 @@
+"""ftlib.lora: from-scratch LoRA, checked against its definition and against peft."""
+import copy
+
+import pytest
+import torch
+import transformers
+from torch import nn
+
+import ftlib
+from ftlib.lora import LoRALinear, add_lora, lora_layers, merge_lora
+from ftlib.strategies import count_parameters
+
+
+def tiny_bert(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=32, num_labels=2)
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+def randomise(layer: LoRALinear, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.randn(layer.lora_A.shape, generator=g))
+        layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g))
+
+
+def test_lora_linear_is_base_at_init_and_the_formula_after():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5)
+    lora = LoRALinear(copy.deepcopy(base), r=2, alpha=4)
+    x = torch.randn(3, 6)
+    assert lora.lora_A.shape == (2, 6) and lora.lora_B.shape == (5, 2)
+    assert torch.count_nonzero(lora.lora_B) == 0 and torch.count_nonzero(lora.lora_A) > 0
+    torch.testing.assert_close(lora(x), base(x))
+    randomise(lora)
+    want = x @ base.weight.T + base.bias + 2.0 * (x @ lora.lora_A.T @ lora.lora_B.T)   # alpha / r = 2
+    torch.testing.assert_close(lora(x), want)
+
+
+def test_gradients_reach_only_A_and_B():
+    torch.manual_seed(0)
+    lora = LoRALinear(nn.Linear(6, 5), r=2, alpha=2)
+    randomise(lora)
+    lora(torch.randn(4, 6)).pow(2).sum().backward()
+    assert lora.base.weight.grad is None and lora.base.bias.grad is None
+    assert lora.lora_A.grad is not None and lora.lora_B.grad is not None
+    assert {n for n, p in lora.named_parameters() if p.requires_grad} == {"lora_A", "lora_B"}
+
+
+def test_merge_unmerge_and_to_linear_give_the_same_output():
+    torch.manual_seed(0)
+    lora = LoRALinear(nn.Linear(6, 5), r=3, alpha=5)
+    randomise(lora)
+    x = torch.randn(4, 6)
+    w0 = lora.base.weight.clone()
+    y = lora(x)
+    lora.merge()
+    torch.testing.assert_close(lora(x), y)
+    assert not torch.allclose(lora.base.weight, w0)
+    plain = lora.to_linear()
+    assert type(plain) is nn.Linear
+    torch.testing.assert_close(plain(x), y)
+    lora.unmerge()
+    torch.testing.assert_close(lora.base.weight, w0)
+    torch.testing.assert_close(lora(x), y)
+
+
+def test_dropout_only_acts_on_the_lora_branch_in_training():
+    torch.manual_seed(0)
+    lora = LoRALinear(nn.Linear(6, 5), r=2, alpha=2, dropout=0.5)
+    x = torch.randn(4, 6)
+    lora.train()
+    torch.testing.assert_close(lora(x), lora.base(x))      # B = 0: dropout has nothing to drop
+    randomise(lora)
+    lora.eval()
+    torch.testing.assert_close(lora(x), lora(x))
+
+
+def test_add_lora_counts_freezes_and_keeps_head():
+    m = add_lora(tiny_bert(), target_modules=("query", "value"), r=4, alpha=8)
+    layers = lora_layers(m)
+    assert len(layers) == 2 * 2
+    assert all(n.endswith(("query", "value")) for n, _ in layers)
+    lora_params = 2 * 2 * 4 * (16 + 16)
+    head = 16 * 2 + 2
+    assert count_parameters(m)[0] == lora_params + head
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("classifier") for n in trainable)
+
+
+def test_add_lora_errors():
+    with pytest.raises(ftlib.CourseError, match="query"):
+        add_lora(tiny_bert(), target_modules=("q_proj",))
+    m = add_lora(tiny_bert())
+    with pytest.raises(ftlib.CourseError):
+        add_lora(m)
+    with pytest.raises(ftlib.CourseError):
+        LoRALinear(nn.Linear(4, 4), r=5)
+
+
+def test_merge_lora_returns_the_plain_architecture():
+    ref = tiny_bert()
+    m = add_lora(copy.deepcopy(ref), r=2)
+    for _, layer in lora_layers(m):
+        randomise(layer)
+    x = torch.randint(0, 50, (2, 7))
+    y = m(input_ids=x).logits
+    merge_lora(m)
+    assert not lora_layers(m)
+    assert type(m.bert.encoder.layer[0].attention.self.query) is nn.Linear
+    assert set(m.state_dict()) == set(ref.state_dict())
+    torch.testing.assert_close(m(input_ids=x).logits, y)
+
+
+def test_matches_peft():
+    peft = pytest.importorskip("peft")
+    ref = tiny_bert()
+    ours = add_lora(copy.deepcopy(ref), target_modules=("query", "value"), r=4, alpha=8)
+    cfg = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"],
+                          lora_dropout=0.0)
+    theirs = peft.get_peft_model(copy.deepcopy(ref), cfg).eval()
+    assert count_parameters(ours)[0] == theirs.get_nb_trainable_parameters()[0]
+    x = torch.randint(0, 50, (3, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=x).logits, theirs(input_ids=x).logits)   # B = 0 in both
+        torch.testing.assert_close(ours(input_ids=x).logits, ref(input_ids=x).logits)
+        # the same A and B in both: the same outputs
+        modules = dict(theirs.named_modules())
+        for name, layer in lora_layers(ours):
+            randomise(layer, seed=len(name))
+            p = modules[f"base_model.model.{name}"]
+            p.lora_A["default"].weight.copy_(layer.lora_A)
+            p.lora_B["default"].weight.copy_(layer.lora_B)
+        y = ours(input_ids=x).logits
+        torch.testing.assert_close(y, theirs(input_ids=x).logits)
+        assert not torch.allclose(y, ref(input_ids=x).logits, atol=1e-3)

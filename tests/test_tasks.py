@@ -1,0 +1,114 @@
+"""ftlib.tasks: NER label alignment and entity F1, QA spans and scores, decoder examples."""
+import pytest
+import torch
+
+import ftlib
+from ftlib import CourseError, tasks
+
+
+@pytest.fixture(scope="module")
+def bert_tok():
+    return ftlib.load_tokenizer("course-bert")
+
+
+def test_synthetic_splits_do_not_share_names():
+    train = tasks.make_ner_data(300, "train", seed=0)
+    test = tasks.make_ner_data(100, "test", seed=1)
+
+    def entities(d):
+        return {" ".join(w[s:e]) for words, tags in zip(d["tokens"], d["tags"]) for _, s, e in tasks.bio_spans(tags)
+                for w in [words]}
+    assert entities(train) and entities(test)
+    assert not entities(train) & entities(test)
+    assert tasks.make_ner_data(5, seed=3) == tasks.make_ner_data(5, seed=3)
+    with pytest.raises(CourseError):
+        tasks.make_ner_data(5, split="dev")
+
+
+def test_align_labels_first_piece_only(bert_tok):
+    words, labels = ["Kowalski", "joined", "Tsinghua"], [1, 0, 5]
+    enc = bert_tok(words, is_split_into_words=True)
+    out = tasks.align_labels(enc.word_ids(), labels)
+    assert len(out) == len(enc["input_ids"])
+    assert out[0] == out[-1] == -100                       # [CLS], [SEP]
+    kept = [x for x in out if x != -100]
+    assert kept == labels                                  # one label per word, in order
+    assert len(enc.tokens()) > len(words) + 2              # some word really was split
+
+
+def test_align_labels_all_pieces_continue_entity():
+    out = tasks.align_labels([None, 0, 0, 1, None], [1, 0], label_all_subtokens=True)
+    assert out == [-100, 1, 2, 0, -100]                    # B-PER, then I-PER for its second piece
+    with pytest.raises(CourseError):
+        tasks.align_labels([0, 1, 2], [0, 0])
+
+
+def test_bio_spans_and_entity_f1():
+    assert tasks.bio_spans(["B-PER", "I-PER", "O", "B-LOC"]) == {("PER", 0, 2), ("LOC", 3, 4)}
+    assert tasks.bio_spans(["I-ORG", "I-ORG", "B-ORG"]) == {("ORG", 0, 2), ("ORG", 2, 3)}
+    assert tasks.bio_spans(["B-PER", "I-LOC"]) == {("PER", 0, 1), ("LOC", 1, 2)}
+    r = tasks.entity_f1([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "O", "O", "B-LOC"]])
+    assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5) and r["entities"] == 2
+    perfect = tasks.entity_f1([[1, 2, 0]], [[1, 2, 0]])
+    assert perfect["f1"] == 1.0
+    assert tasks.entity_f1([[0, 0]], [[0, 0]])["f1"] == 0.0
+    with pytest.raises(CourseError):
+        tasks.entity_f1([[0, 1]], [[0]])
+
+
+def test_qa_features_map_answers_to_tokens(bert_tok):
+    d = tasks.make_qa_data(20, "test", seed=2)
+    f = tasks.qa_features(bert_tok, d["question"], d["context"], d["answer"], d["answer_start"])
+    for i in range(20):
+        s, e = int(f["start_positions"][i]), int(f["end_positions"][i])
+        assert 0 < s <= e
+        assert bert_tok.decode(f["input_ids"][i][s:e + 1]) == d["answer"][i].lower()
+        off = f["offset_mapping"][i]
+        assert d["context"][i][int(off[s, 0]):int(off[e, 1])] == d["answer"][i]
+    with pytest.raises(CourseError):
+        tasks.qa_features(bert_tok, ["Who?"], ["word " * 200 + "Bob is here."], ["Bob"], [1000], max_length=32)
+
+
+def test_best_span_respects_order_and_mask():
+    start = torch.tensor([0.0, 1.0, 0.0, 9.0])
+    end = torch.tensor([0.0, 7.0, 0.0, 0.0])
+    # argmax gives start 3, end 1: not a span. Valid spans: (3, 3) scores 9 + 0, (1, 1) 1 + 7
+    assert tasks.best_span(start, end) == (3, 3)
+    assert tasks.best_span(start, end, allowed=[True, True, False, False]) == (1, 1)
+    assert tasks.best_span(start, torch.tensor([0.0, 7.0, 0.0, 9.5])) == (3, 3)
+    assert tasks.best_span(torch.zeros(5), torch.arange(5.0), max_answer_tokens=2) in {(3, 4)}
+
+
+def test_squad_scores():
+    r = tasks.squad_scores(["The Eiffel Tower!", "Paris France"], ["eiffel tower", "Paris"])
+    assert r["exact_match"] == pytest.approx(50.0)
+    assert r["f1"] == pytest.approx(100 * (1.0 + 2 * 0.5 * 1.0 / 1.5) / 2)
+    with pytest.raises(CourseError):
+        tasks.squad_scores([], [])
+
+
+def test_prompt_target_example_masks_prompt():
+    tok = ftlib.load_tokenizer("course-gpt")
+    ex = tasks.prompt_target_example(tok, "Chinese: 你好。\nEnglish:", " Hello.")
+    n_prompt = len(tok("Chinese: 你好。\nEnglish:", add_special_tokens=False)["input_ids"])
+    assert ex["labels"][:n_prompt] == [-100] * n_prompt
+    assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:]
+    assert ex["input_ids"][-1] == tok.eos_token_id
+    with pytest.raises(CourseError):
+        tasks.prompt_target_example(tok, "word " * 100, " x", max_length=16)
+
+
+def test_train_steps_lowers_the_loss(bert_tok):
+    ftlib.seed_everything(0)
+    model = ftlib.load_model("course-bert", task="token-classification", num_labels=len(tasks.NER_TAGS))
+    d = tasks.make_ner_data(16, seed=0)
+    rows = []
+    for words, tags in zip(d["tokens"], d["tags"]):
+        enc = bert_tok(words, is_split_into_words=True, padding="max_length", max_length=24)
+        rows.append({"input_ids": torch.tensor(enc["input_ids"]), "attention_mask": torch.tensor(enc["attention_mask"]),
+                     "labels": torch.tensor(tasks.align_labels(enc.word_ids(), tags))})
+    batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+    losses = tasks.train_steps(model, [batch] * 8, lr=1e-3, warmup_ratio=0.0, progress=False)
+    assert len(losses) == 8 and losses[-1] < 0.5 * losses[0]
+    with pytest.raises(CourseError):
+        tasks.train_steps(model, [], progress=False)
