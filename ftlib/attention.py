@@ -36,6 +36,7 @@ stores the first three stacked in one ``in_proj_weight`` of shape ``(3 * d_model
 """
 from __future__ import annotations
 
+from ftlib.errors import CourseError
 import math
 
 import torch
@@ -47,7 +48,6 @@ __all__ = ["scaled_dot_product_attention", "causal_mask", "padding_mask", "addit
 
 
 def _error(msg: str):
-    from ftlib import CourseError
     return CourseError(msg)
 
 

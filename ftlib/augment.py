@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["SYNONYMS", "synonym_swap", "random_insertion", "random_swap", "random_deletion",
            "eda", "augment_dataset", "OPERATIONS"]

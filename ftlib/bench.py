@@ -5,17 +5,24 @@
 
 ``run`` measures, on whatever device ``ftlib.pick_device()`` finds:
 
-* **BERT**: SST-2 fine-tuning of course-bert with ``ftlib.fast.fast_fit`` and with
-  transformers' ``Trainer`` at the same hyper-parameters: dev accuracy per epoch,
-  training samples/s, wall time, peak memory;
-* **GPT**: causal-LM training of course-gpt on tinyshakespeare: tokens/s, FLOPs per token,
-  achieved TFLOP/s and model FLOPs utilisation (MFU; unknown peak on a CPU).
+* **BERT**: SST-2 fine-tuning of course-bert through ``ftlib.train.fit`` (notebook 10's recipe:
+  static length buckets, a mask with no host read, bf16, fused AdamW, torch.compile with the
+  compilation before the clock), transformers' ``Trainer`` at the same hyper-parameters with its
+  defaults and tuned, and an ablation that adds one ingredient at a time: dev accuracy per
+  epoch, training samples/s, compile seconds, peak memory;
+* **GPT**: causal-LM training of course-gpt through the same ``fit``: tokens/s, FLOPs per token
+  (``ftlib.flops``: matmul weights only), achieved TFLOP/s and model FLOPs utilisation (MFU; no
+  peak is known for a CPU). ``--random-init`` measures a random model of course-gpt's
+  configuration, for a GPU machine that cannot receive the weights.
+
+Size flags (``--train-size``, ``--epochs``, ``--steps``, ``--seq-len``, ``--batch-size``) rehearse the
+``full`` settings on a CPU in minutes; rows that need CUDA (CUDA graphs) are reported as skipped.
 
 It writes ``OUT/<timestamp>-<device>.json`` (hardware, software versions, settings, every
 number) and rewrites ``OUT/latest.md``, a table of every results file in ``OUT``.
 Nothing here invents a number: a GPU row exists only where the benchmark ran on that GPU.
 
-``export-weights`` saves a model as bfloat16 safetensors in shards smaller than
+``export-weights`` (:func:`ftlib.deploy.export_weights`) saves a model as bfloat16 safetensors in shards smaller than
 ``--max-shard-size`` (plus its tokenizer and a ``MANIFEST.txt`` of sizes and SHA-256 sums), for
 copying to a machine without internet through a channel that limits file sizes. course-gpt's
 GGUF file is 98 MB, over a 64 MiB per-transfer limit; de-quantised to bfloat16 its largest
@@ -27,82 +34,70 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
-import platform
 import re
-import subprocess
 from pathlib import Path
 
 import torch
 
 import ftlib
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["SETTINGS", "run", "hardware_info", "software_info", "write_results", "render_table",
-           "export_weights", "main"]
+           "main"]
+
+# course-gpt's architecture (SmolLM2-135M): tokens/s and MFU do not depend on the weights, so a GPU
+# machine without the weights measures a randomly initialised model of this configuration.
+COURSE_GPT_CONFIG = dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 SETTINGS = {
-    # `tiny` only checks that the machinery works (tests); `small` is the CPU run; `full` the GPU run
-    # (untested on a GPU so far: designed for notebook 10's target of 3 epochs of SST-2 in seconds).
+    # `tiny` checks the machinery (tests); `small` is the CPU run; `full` the GPU run. `python -m ftlib
+    # bench --budget full --train-size 512 --epochs 1 --seq-len 64 --steps 2` rehearses `full` on a CPU.
     "tiny": {"bert": dict(model="course-bert", train_size=64, eval_size=64, epochs=1, batch_size=32, lr=1e-4,
-                          warmup_ratio=0.06, max_length=64, compile=False, eval_batch_size=64),
+                          warmup_ratio=0.06, max_length=64, compile=False, eval_batch_size=64, pad_multiple=16,
+                          trainer=True, ablation=False),
              "gpt": dict(model="course-gpt", batch_size=2, seq_len=32, warmup_steps=1, steps=2, lr=5e-5,
-                         compile=False)},
+                         compile=False, random_init=False)},
     "small": {"bert": dict(model="course-bert", train_size=512, eval_size=400, epochs=1, batch_size=32, lr=1e-4,
-                           warmup_ratio=0.06, max_length=64, compile=False, eval_batch_size=256),
+                           warmup_ratio=0.06, max_length=64, compile=False, eval_batch_size=256, pad_multiple=16,
+                           trainer=True, ablation=True),
               "gpt": dict(model="course-gpt", batch_size=4, seq_len=64, warmup_steps=1, steps=3, lr=5e-5,
-                          compile=False)},
+                          compile=False, random_init=False)},
     "full": {"bert": dict(model="course-bert", train_size=None, eval_size=None, epochs=3, batch_size=256, lr=2e-4,
-                          warmup_ratio=0.06, max_length=64, compile=True, eval_batch_size=1024),
-             "gpt": dict(model="course-gpt", batch_size=16, seq_len=1024, warmup_steps=5, steps=30, lr=5e-5,
-                         compile=True)},
+                          warmup_ratio=0.06, max_length=64, compile=True, eval_batch_size=1024, pad_multiple=16,
+                          trainer=True, ablation=True),
+             "gpt": dict(model="course-gpt", batch_size=16, seq_len=1024, warmup_steps=3, steps=20, lr=5e-5,
+                         compile=True, random_init=False)},
 }
 
-
-def _run_cmd(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+# The ablation: one ingredient added at a time, each row a full fit() of the same run.
+ABLATION = [
+    ("eager fp32", dict(dtype="float32", fused=False, static=False, mask="2d", compile=False)),
+    ("+ bf16 autocast", dict(dtype="bfloat16", fused=False, static=False, mask="2d", compile=False)),
+    ("+ fused AdamW", dict(dtype="bfloat16", fused=True, static=False, mask="2d", compile=False)),
+    ("+ static shapes, 4-D mask", dict(dtype="bfloat16", fused=True, static=True, mask="4d", compile=False)),
+    ("+ torch.compile", dict(dtype="bfloat16", fused=True, static=True, mask="4d", compile=True)),
+    ("+ CUDA graphs", dict(dtype="bfloat16", fused=True, static=True, mask="4d", compile="reduce-overhead")),
+]
 
 
 def hardware_info(device) -> dict:
-    """Device, GPU name / memory / CUDA / driver, CPU model and threads."""
-    device = torch.device(device)
-    cpu = platform.processor() or None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"device": str(device), "cpu": cpu, "cpu_threads": torch.get_num_threads(), "gpu": None,
-            "gpu_memory_gib": None, "cuda": None, "driver": None}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    driver=_run_cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]))
-    return info
+    """What ran the benchmark: ``ftlib.device.describe_device`` (kept under this name for old results)."""
+    info = ftlib.describe_device(device)
+    return {"device": info["device"], "cpu": info["cpu"], "cpu_threads": info["cpu threads"],
+            "gpu": info.get("gpu"), "gpu_memory_gib": info.get("gpu memory (GiB)"), "cuda": info.get("cuda"),
+            "driver": info.get("driver"), "compute_capability": info.get("compute capability")}
 
 
 def software_info() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "peft", "datasets"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    out["ftlib"] = ftlib.__version__
-    return out
+    info = ftlib.describe_device("cpu")
+    return {k: info[k] for k in ("python", "torch", "transformers", "peft", "datasets")} | {"ftlib": ftlib.__version__}
 
 
-def bench_bert(s: dict, device, progress: bool = False) -> dict:
-    """ftlib's fast loop and Trainer on the same SST-2 subset with the same hyper-parameters."""
-    from ftlib.fast import DeviceBatches, fast_fit, trainer_fit
+def _sst2(s: dict):
     from ftlib.text import tokenize_dataset
 
     sst2 = ftlib.load_sst2()
@@ -111,54 +106,222 @@ def bench_bert(s: dict, device, progress: bool = False) -> dict:
         range(min(s["train_size"], len(sst2["train"]))))
     dev = sst2["validation"] if s["eval_size"] is None else sst2["validation"].select(
         range(min(s["eval_size"], len(sst2["validation"]))))
-    train_tok = tokenize_dataset(train, tokenizer, s["max_length"])
-    dev_tok = tokenize_dataset(dev, tokenizer, s["max_length"])
-    hp = dict(epochs=s["epochs"], lr=s["lr"], warmup_ratio=s["warmup_ratio"])
-    out = {"settings": dict(s, n_train=len(train_tok), n_dev=len(dev_tok))}
+    return tokenizer, tokenize_dataset(train, tokenizer, s["max_length"]), tokenize_dataset(dev, tokenizer,
+                                                                                         s["max_length"])
 
+
+def engine_fit(s: dict, train_tok, dev_tok, tokenizer, device, *, dtype="bfloat16", fused=True, static=True,
+               mask="4d", compile=None, progress=False) -> dict:
+    """One ``ftlib.train.fit`` of course-bert on SST-2 with these ingredients; what it measured."""
+    from ftlib.batches import DeviceBatches
+    from ftlib.device import PeakMemory
+    from ftlib.train import fit
+
+    compile = s["compile"] if compile is None else compile
+    dtype = getattr(torch, dtype) if device.type != "mps" else torch.float32
     ftlib.seed_everything(0)
     model = ftlib.load_model(s["model"], task="classification", num_labels=2)
-    train_b = DeviceBatches(train_tok, s["batch_size"], tokenizer.pad_token_id, device, shuffle=True)
-    dev_b = DeviceBatches(dev_tok, s["eval_batch_size"], tokenizer.pad_token_id, device)
-    out["ftlib"] = fast_fit(model, train_b, dev_b, compile=s["compile"], progress=progress, **hp).as_dict()
-    del model, train_b, dev_b
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-    ftlib.seed_everything(0)
-    model = ftlib.load_model(s["model"], task="classification", num_labels=2)
-    out["trainer"] = trainer_fit(model, train_tok, dev_tok, tokenizer, batch_size=s["batch_size"], device=device,
-                                 eval_batch_size=s["eval_batch_size"], **hp).as_dict()
-    out["speedup"] = out["ftlib"]["samples_per_s"] / out["trainer"]["samples_per_s"]
+    pad = s["pad_multiple"] if static else 8
+    train = DeviceBatches(train_tok, s["batch_size"], tokenizer.pad_token_id, device, shuffle=True, static=static,
+                          pad_multiple=pad, mask=mask)
+    dev = DeviceBatches(dev_tok, s["eval_batch_size"], tokenizer.pad_token_id, device, static=static,
+                        pad_multiple=pad, mask=mask)
+    with PeakMemory(device) as mem:
+        h = fit(model, train, dev, epochs=s["epochs"], lr=s["lr"], warmup_ratio=s["warmup_ratio"], dtype=dtype,
+                fused=fused, compile=compile, device=device, progress=progress, verbose=False)
     del model
+    return {"epoch_accuracy": h.eval_accuracy, "epoch_loss": h.train_loss, "train_seconds": h.train_seconds,
+            "compile_seconds": h.compile_seconds, "wall_seconds": sum(h.seconds) + h.compile_seconds,
+            "samples_per_s": h.examples / h.train_seconds, "examples": h.examples, "peak_memory_mb": mem.peak_mb,
+            "settings": dict(dtype=str(dtype).replace("torch.", ""), fused_adamw=fused, static=static, mask=mask,
+                             compile=compile, pad_multiple=pad, n_train=train.n_examples,
+                             steps=len(h.step_loss))}
+
+
+def trainer_fit(s: dict, train_tok, dev_tok, tokenizer, device, *, tuned: bool = False) -> dict:
+    """The same run with transformers' ``Trainer``: its defaults, or ``tuned`` (precomputed lengths,
+    data-loader workers, pinned memory, no per-step NaN filter, padding to a multiple of 8, the fused
+    AdamW kernel on CUDA). Training time is ``trainer.train()`` less the per-epoch evaluation, which a
+    callback times apart; set-up is outside the clock, as for ``engine_fit``."""
+    import tempfile
+    import time
+
+    import numpy as np
+    import transformers
+
+    from ftlib.device import PeakMemory, sync, pick_dtype
+
+    dtype = pick_dtype(device)
+    accuracies = []
+
+    def accuracy(eval_pred):
+        logits, labels = eval_pred
+        return {"accuracy": float((np.argmax(logits, -1) == labels).mean())}
+
+    class EpochEval(transformers.TrainerCallback):
+        seconds = 0.0
+
+        def on_epoch_end(self, args, state, control, **kw):
+            t0 = time.perf_counter()
+            accuracies.append(trainer.evaluate()["eval_accuracy"])
+            sync(device)
+            self.seconds += time.perf_counter() - t0
+
+    timer = EpochEval()
+    ftlib.seed_everything(0)
+    model = ftlib.load_model(s["model"], task="classification", num_labels=2)
+    train_ds = train_tok.add_column("length", [len(r) for r in train_tok["input_ids"]]) if tuned else train_tok
+    extra = {}
+    if tuned:
+        extra = dict(length_column_name="length", dataloader_num_workers=2, dataloader_pin_memory=device.type == "cuda",
+                     logging_nan_inf_filter=False, optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch")
+    collator = transformers.DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if tuned else None)
+    with tempfile.TemporaryDirectory() as out_dir, PeakMemory(device) as mem:
+        args = transformers.TrainingArguments(
+            output_dir=out_dir, num_train_epochs=s["epochs"], learning_rate=s["lr"],
+            per_device_train_batch_size=s["batch_size"], per_device_eval_batch_size=s["eval_batch_size"],
+            warmup_steps=s["warmup_ratio"], weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear",
+            train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no",
+            logging_strategy="no", report_to=[], use_cpu=device.type == "cpu", seed=0,
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, disable_tqdm=True, **extra)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_tok,
+                                       processing_class=tokenizer, data_collator=collator,
+                                       compute_metrics=accuracy, callbacks=[timer])
+        sync(device)
+        t0 = time.perf_counter()
+        out = trainer.train()
+        sync(device)
+        wall = time.perf_counter() - t0
+    train_s = wall - timer.seconds
+    del model, trainer
+    return {"epoch_accuracy": accuracies, "epoch_loss": [out.training_loss], "train_seconds": train_s,
+            "compile_seconds": 0.0, "wall_seconds": wall, "samples_per_s": len(train_tok) * s["epochs"] / train_s,
+            "examples": len(train_tok) * s["epochs"], "peak_memory_mb": mem.peak_mb,
+            "settings": dict(dtype=str(dtype).replace("torch.", ""), optim=str(args.optim.value), tuned=tuned,
+                             n_train=len(train_tok))}
+
+
+def plain_loop_fit(s: dict, train_tok, tokenizer, device) -> dict:
+    """The engine's overhead, measured: the same eager float32 run as a bare loop (no checks, no
+    history, no checkpoints) -- the ablation's first row divided by this is the engine's cost."""
+    import time
+
+    import torch.nn.functional as F
+
+    from ftlib.batches import DeviceBatches
+    from ftlib.device import sync
+    from ftlib.train import linear_schedule, make_optimizer
+
+    ftlib.seed_everything(0)
+    model = ftlib.load_model(s["model"], task="classification", num_labels=2).to(device)
+    train = DeviceBatches(train_tok, s["batch_size"], tokenizer.pad_token_id, device, shuffle=True, mask="2d")
+    opt = make_optimizer(model, s["lr"], 0.01, fused=False)
+    total = len(train) * s["epochs"]
+    sched = linear_schedule(opt, int(s["warmup_ratio"] * total + 0.999), total)
+    model.train()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(s["epochs"]):
+        for b in train:
+            loss = F.cross_entropy(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                                   b["labels"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    del model
+    return {"train_seconds": seconds, "samples_per_s": train.n_examples * s["epochs"] / seconds}
+
+
+def bench_bert(s: dict, device, progress: bool = False) -> dict:
+    """ftlib's engine (the recipe of notebook 10), transformers' Trainer (default and tuned) and the
+    ablation, on the same SST-2 subset with the same hyper-parameters."""
+    tokenizer, train_tok, dev_tok = _sst2(s)
+    out = {"settings": dict(s, n_train=len(train_tok), n_dev=len(dev_tok))}
+    recipe = dict(ABLATION[-2][1], compile=s["compile"], dtype=str(ftlib.pick_dtype(device)).replace("torch.", ""))
+    out["ftlib"] = engine_fit(s, train_tok, dev_tok, tokenizer, device, progress=progress, **recipe)
+    if s.get("trainer", True):
+        out["trainer"] = trainer_fit(s, train_tok, dev_tok, tokenizer, device)
+        out["trainer_tuned"] = trainer_fit(s, train_tok, dev_tok, tokenizer, device, tuned=True)
+        out["speedup"] = out["ftlib"]["samples_per_s"] / out["trainer"]["samples_per_s"]
+        out["speedup_tuned"] = out["ftlib"]["samples_per_s"] / out["trainer_tuned"]["samples_per_s"]
+    if s.get("ablation"):
+        rows = []
+        for name, ingredients in ABLATION:
+            if ingredients["compile"] == "reduce-overhead" and device.type != "cuda":
+                rows.append({"name": name, "skipped": "needs a CUDA GPU"})
+                continue
+            if ingredients["dtype"] == "bfloat16" and device.type == "cuda" and not ftlib.pick_dtype(device) == torch.bfloat16:
+                rows.append({"name": name, "skipped": "this GPU has no native bf16"})
+                continue
+            if device.type == "cpu" and ingredients["dtype"] == "bfloat16" and not s.get("cpu_bf16"):
+                # most CPUs emulate bf16 matmuls (many times slower): keep every other ingredient, in float32
+                ingredients, name = dict(ingredients, dtype="float32"), name + " (float32 on a CPU)"
+            r = engine_fit(s, train_tok, dev_tok, tokenizer, device, progress=progress, **ingredients)
+            rows.append({"name": name, **r})
+            if progress:
+                print(f"[bench] {name:28s} {r['samples_per_s']:10,.1f} samples/s  compile {r['compile_seconds']:.1f} s")
+        out["ablation"] = rows
+        plain = plain_loop_fit(s, train_tok, tokenizer, device)
+        out["plain_loop"] = plain
+        out["engine_vs_plain_loop"] = rows[0]["samples_per_s"] / plain["samples_per_s"]
     return out
 
 
-def bench_gpt(s: dict, device, progress: bool = False) -> dict:
-    """Causal-LM training throughput (tokens/s) and MFU of course-gpt on tinyshakespeare."""
-    from ftlib.lm import count_parameters, flops_per_token, lm_train, mfu, pack_blocks, peak_flops
+def gpt_model(s: dict, device):
+    """course-gpt (or ``s["model"]``) in float32, or with ``random_init`` a random model of its configuration."""
+    import transformers
 
-    tokenizer = ftlib.load_tokenizer(s["model"])
-    text = ftlib.load_tinyshakespeare()["train"][0]["text"]
-    need = s["batch_size"] * s["seq_len"] * (s["steps"] + s["warmup_steps"])
-    ids = tokenizer(text[:need * 8], add_special_tokens=False)["input_ids"]   # ~4 characters per token
-    blocks = pack_blocks(ids, s["seq_len"])
     ftlib.seed_everything(0)
-    model = ftlib.load_model(s["model"], task="causal-lm").to(device)
-    n_params = count_parameters(model)
-    cfg = model.config
-    fpt = flops_per_token(n_params, cfg.num_hidden_layers, cfg.hidden_size, s["seq_len"])
-    common = dict(batch_size=s["batch_size"], lr=s["lr"], device=device, progress=progress, compile=s["compile"])
-    lm_train(model, blocks, steps=s["warmup_steps"], **common)          # warm-up (and compilation): not timed
-    r = lm_train(model, blocks, steps=s["steps"], seed=1, **common)
+    if s.get("random_init"):
+        cfg = transformers.LlamaConfig(**{k: v for k, v in COURSE_GPT_CONFIG.items() if k != "model_type"})
+        return transformers.LlamaForCausalLM(cfg).to(device)
+    return ftlib.load_model(s["model"], task="causal-lm", dtype=torch.float32).to(device)
+
+
+def bench_gpt(s: dict, device, progress: bool = False) -> dict:
+    """Causal-LM training throughput (tokens/s) and MFU of course-gpt through ``ftlib.train.fit``: packed
+    blocks with no mask (attention's causal fast path), the chunked loss, bf16, fused AdamW, compile.
+    The first ``warmup_steps`` steps (compilation included) are not timed. Data: tinyshakespeare, or random
+    tokens with ``random_init`` (speed does not depend on either)."""
+    from ftlib.batches import DeviceBatches
+    from ftlib.device import PeakMemory
+    from ftlib.flops import mfu, peak_flops, training_flops_per_token
+    from ftlib.lm import pack_blocks
+    from ftlib.train import fit
+
+    need = s["batch_size"] * s["seq_len"] * (s["steps"] + s["warmup_steps"])
+    model = gpt_model(s, device)
+    if s.get("random_init"):
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, model.config.vocab_size, (need,), generator=g).tolist()
+    else:
+        tokenizer = ftlib.load_tokenizer(s["model"])
+        text = ftlib.load_tinyshakespeare()["train"][0]["text"]
+        ids = tokenizer(text[:need * 8], add_special_tokens=False)["input_ids"]   # ~4 characters per token
+    blocks = pack_blocks(ids, s["seq_len"])
+    batches = DeviceBatches(blocks, s["batch_size"], 0, device, shuffle=True, static=True, mask="none",
+                            pad_multiple=s["seq_len"])
+    dtype = ftlib.pick_dtype(device)
+    common = dict(task="causal_lm", lr=s["lr"], warmup_ratio=0.0, dtype=dtype, compile=s["compile"], device=device,
+                  progress=progress, verbose=False, log_every=10**6)
+    warm = fit(model, batches, max_steps=s["warmup_steps"], **common)      # compilation and first steps: not timed
+    with PeakMemory(device) as mem:
+        h = fit(model, batches, max_steps=s["steps"], **common)     # compiled graphs are reused: no compile
+    fpt = training_flops_per_token(model, s["seq_len"])        # PaLM's convention: full attention
     peak = peak_flops(device)
-    u = mfu(r["tokens_per_s"], fpt, peak)
+    tps = h.tokens / h.train_seconds
+    n_params = sum(p.numel() for p in model.parameters())
     del model
-    return {"settings": dict(s), "n_params": n_params, "flops_per_token": fpt, "tokens_per_s": r["tokens_per_s"],
-            "achieved_tflops": r["tokens_per_s"] * fpt / 1e12, "peak_bf16_tflops": peak / 1e12 if peak else None,
-            "mfu": u, "seconds": r["seconds"], "tokens": r["tokens"], "peak_memory_mb": r["peak_memory_mb"],
-            "loss_first": r["losses"][0], "loss_last": r["losses"][-1],
-            "dtype": str(ftlib.pick_dtype(device)).replace("torch.", "")}
+    return {"settings": dict(s), "n_params": n_params, "flops_per_token": fpt, "tokens_per_s": tps,
+            "achieved_tflops": tps * fpt / 1e12, "peak_bf16_tflops": peak / 1e12 if peak else None,
+            "mfu": mfu(tps, fpt, peak), "seconds": h.train_seconds, "tokens": h.tokens,
+            "compile_seconds": warm.compile_seconds + h.compile_seconds, "peak_memory_mb": mem.peak_mb,
+            "loss_first": warm.step_loss[0], "loss_last": h.step_loss[-1],
+            "dtype": str(dtype).replace("torch.", "")}
 
 
 def _slug(text: str) -> str:
@@ -187,35 +350,64 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
 def render_table(out_dir) -> str:
-    """A markdown table of every results file in ``out_dir``, newest first."""
-    rows = []
+    """A markdown table of every results file in ``out_dir``, newest first, then the newest ablation."""
+    rows, ablation = [], None
     for p in sorted(Path(out_dir).glob("*.json"), reverse=True):
         r = json.loads(p.read_text())
         hw, b, g = r["hardware"], r.get("bert"), r.get("gpt")
         where = hw["gpu"] or f"CPU ({hw['cpu'] or 'unknown'}, {hw['cpu_threads']} threads)"
-        bert = ("| n/a" * 6) if not b else (
-            f"| {b['settings']['n_train']:,} x {b['settings']['epochs']} | {_num(b['ftlib']['samples_per_s'])} "
-            f"| {_num(b['trainer']['samples_per_s'])} | {b['speedup']:.2f}x "
-            f"| {b['ftlib']['epoch_accuracy'][-1]:.3f} / {b['trainer']['epoch_accuracy'][-1]:.3f} "
-            f"| {b['ftlib']['train_seconds']:.1f} ")
+        if b and "trainer" in b:
+            tuned = _get(b, "trainer_tuned", "samples_per_s")
+            bert = (f"| {b['settings']['n_train']:,} x {b['settings']['epochs']} | {_num(b['ftlib']['samples_per_s'])} "
+                    f"| {_num(b['trainer']['samples_per_s'])} | {'n/a' if tuned is None else _num(tuned)} "
+                    f"| {b['speedup']:.2f}x | {_fmt(b.get('speedup_tuned'), '.2f')}{'x' if b.get('speedup_tuned') else ''} "
+                    f"| {b['ftlib']['epoch_accuracy'][-1]:.3f} / {b['trainer']['epoch_accuracy'][-1]:.3f} "
+                    f"| {b['ftlib']['train_seconds']:.1f} | {_fmt(b['ftlib'].get('compile_seconds'), '.1f')} ")
+        else:
+            bert = "| n/a" * 9 + " "
         gpt = ("| n/a" * 3) if not g else (
             f"| {_num(g['tokens_per_s'])} | {_fmt(g['mfu'] and 100 * g['mfu'], '.1f')}"
             f"{'' if g['mfu'] is None else ' %'} | {g['achieved_tflops']:.3f} ")
         note = f" ({r['note']})" if r.get("note") else ""
         rows.append(f"| {r['timestamp'][:16].replace('T', ' ')} | {where}{note} | {r['budget']} "
                     f"{bert}{gpt}| `{p.name}` |")
+        if ablation is None and b and b.get("ablation"):
+            ablation = (p.name, where, b)
     head = ("# Benchmark results\n\n"
             "Written by `python -m ftlib bench` (`ftlib/bench.py`); every row was measured on the hardware it "
-            "names.\nBERT: SST-2 fine-tuning of course-bert, ftlib's fast loop vs transformers' Trainer at the "
-            "same hyper-parameters\n(training samples/s; dev accuracy after the last epoch; training seconds of "
-            "the fast loop).\nGPT: causal-LM training of course-gpt on tinyshakespeare (tokens/s; MFU against "
-            "the GPU's dense bf16 peak,\nn/a on a CPU).\n\n"
-            "| when (UTC) | hardware | budget | BERT train examples x epochs | fast loop samples/s "
-            "| Trainer samples/s | speed-up | dev acc. fast / Trainer | fast loop train s "
-            "| GPT tokens/s | MFU | achieved TFLOP/s | file |\n"
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
-    return head + "\n".join(rows) + "\n"
+            "names.\nBERT: SST-2 fine-tuning of course-bert, ftlib's engine vs transformers' Trainer (its defaults, "
+            "and tuned) at the\nsame hyper-parameters (training samples/s, set-up and compilation excluded; dev "
+            "accuracy after the last epoch).\nGPT: causal-LM training of course-gpt (tokens/s; MFU against the "
+            "GPU's dense bf16 peak, n/a on a CPU).\n\n"
+            "| when (UTC) | hardware | budget | BERT train examples x epochs | ftlib samples/s "
+            "| Trainer samples/s | tuned Trainer samples/s | speed-up | speed-up vs tuned | dev acc. ftlib / Trainer "
+            "| ftlib train s | ftlib compile s | GPT tokens/s | MFU | achieved TFLOP/s | file |\n"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    text = head + "\n".join(rows) + "\n"
+    if ablation:
+        name, where, b = ablation
+        text += (f"\n## Ablation ({where}, `{name}`)\n\nOne ingredient added at a time; each row is a whole "
+                 "`fit()` of the same run.\n\n| ingredients | samples/s | train s | compile s | dev acc. |\n"
+                 "|---|---:|---:|---:|---:|\n")
+        for row in b["ablation"]:
+            if "skipped" in row:
+                text += f"| {row['name']} | skipped: {row['skipped']} | | | |\n"
+            else:
+                text += (f"| {row['name']} | {_num(row['samples_per_s'])} | {row['train_seconds']:.1f} "
+                         f"| {row['compile_seconds']:.1f} | {row['epoch_accuracy'][-1]:.3f} |\n")
+        if b.get("engine_vs_plain_loop"):
+            text += (f"\nThe engine (eager fp32 row) runs at {b['engine_vs_plain_loop']:.2f}x the speed of a bare "
+                     "hand-written loop over the same batches.\n")
+    return text
 
 
 def run(budget: str = "small", out_dir="results", parts=("bert", "gpt"), progress: bool = True,
@@ -236,33 +428,6 @@ def run(budget: str = "small", out_dir="results", parts=("bert", "gpt"), progres
     return write_results(result, out_dir)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def export_weights(folder, model: str = "course-gpt", task: str = "causal-lm", max_shard_size: str = "60MB",
-                   dtype: str = "bfloat16") -> list[Path]:
-    """Save ``model`` (and its tokenizer) into ``folder`` as ``dtype`` safetensors shards of at most
-    ``max_shard_size``; write ``MANIFEST.txt`` (size and SHA-256 of every file). Returns the files."""
-    out = Path(folder)
-    if out.exists() and any(out.iterdir()):
-        raise CourseError(f"{out} is not empty: export into a new folder, so no old shard mixes with the new ones.")
-    if not hasattr(torch, dtype):
-        raise CourseError(f"Unknown dtype {dtype!r}: use bfloat16, float16 or float32.")
-    m = ftlib.load_model(model, task=task, dtype=getattr(torch, dtype))
-    m.save_pretrained(out, max_shard_size=max_shard_size)
-    ftlib.load_tokenizer(model).save_pretrained(out)
-    files = sorted(p for p in out.iterdir() if p.is_file())
-    lines = [f"{p.stat().st_size:>12d}  {_sha256(p)}  {p.name}" for p in files]
-    (out / "MANIFEST.txt").write_text("# size (bytes)  sha256  file -- check with `sha256sum` after copying\n"
-                                      + "\n".join(lines) + "\n")
-    return files + [out / "MANIFEST.txt"]
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m ftlib bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd")
@@ -281,9 +446,22 @@ def main(argv=None):
         p.add_argument("--bert-model", default=None, help="another encoder (hub id or folder) for the BERT part")
         p.add_argument("--gpt-model", default=None, help="another decoder (hub id or folder) for the GPT part")
         p.add_argument("--note", default="", help="free text stored with the results (conditions of the run)")
+        p.add_argument("--train-size", type=int, default=None, help="BERT: training sentences (0: all)")
+        p.add_argument("--epochs", type=int, default=None, help="BERT: epochs")
+        p.add_argument("--batch-size", type=int, default=None, help="BERT and GPT: batch size")
+        p.add_argument("--steps", type=int, default=None, help="GPT: timed steps")
+        p.add_argument("--seq-len", type=int, default=None, help="GPT: tokens per block")
+        p.add_argument("--random-init", action="store_true",
+                       help="GPT: a random model of course-gpt's configuration (no weights needed)")
+        p.add_argument("--no-ablation", action="store_true", help="BERT: skip the ablation rows")
+        p.add_argument("--no-trainer", action="store_true", help="BERT: skip the two Trainer rows")
+        p.add_argument("--compile", choices=["yes", "no", "reduce-overhead"], default=None,
+                       help="override the budget's torch.compile setting")
         p.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "export-weights":
+        from ftlib.deploy import export_weights
+
         files = export_weights(args.folder, args.model, args.task, args.max_shard_size, args.dtype)
         biggest = max(f.stat().st_size for f in files)
         print(f"wrote {len(files)} files to {args.folder}; the largest is {biggest / 2**20:.1f} MiB")
@@ -291,6 +469,23 @@ def main(argv=None):
     budget = args.budget or ("full" if torch.cuda.is_available() else "small")
     overrides = {"bert": {"model": args.bert_model} if args.bert_model else {},
                  "gpt": {"model": args.gpt_model} if args.gpt_model else {}}
+    if args.train_size is not None:
+        overrides["bert"]["train_size"] = args.train_size or None
+    for flag, part, key in ((args.epochs, "bert", "epochs"), (args.steps, "gpt", "steps"),
+                            (args.seq_len, "gpt", "seq_len")):
+        if flag is not None:
+            overrides[part][key] = flag
+    if args.batch_size is not None:
+        overrides["bert"]["batch_size"] = overrides["gpt"]["batch_size"] = args.batch_size
+    if args.random_init:
+        overrides["gpt"]["random_init"] = True
+    if args.no_ablation:
+        overrides["bert"]["ablation"] = False
+    if args.no_trainer:
+        overrides["bert"]["trainer"] = False
+    if args.compile is not None:
+        c = {"yes": True, "no": False}.get(args.compile, args.compile)
+        overrides["bert"]["compile"] = overrides["gpt"]["compile"] = c
     parts = (args.only,) if args.only else ("bert", "gpt")
     path = run(budget, args.out, parts, progress=not args.quiet, overrides=overrides, note=args.note)
     print(f"results written to {path} and {Path(args.out) / 'latest.md'}")

@@ -16,6 +16,7 @@ per tensor, and ``Bert(...)(input_ids, attention_mask)`` then returns the same
 """
 from __future__ import annotations
 
+from ftlib.errors import CourseError
 import math
 from dataclasses import dataclass
 
@@ -41,8 +42,6 @@ class BertConfig:
     @classmethod
     def from_hf(cls, hf) -> "BertConfig":
         """Read the fields we need from a ``transformers.BertConfig``."""
-        from ftlib import CourseError
-
         if getattr(hf, "model_type", None) != "bert":
             raise CourseError(f"Expected a BERT config, got model_type={getattr(hf, 'model_type', None)!r}.")
         if hf.hidden_act != "gelu" or getattr(hf, "position_embedding_type", "absolute") != "absolute":
@@ -113,8 +112,6 @@ class Bert(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """``input_ids`` (B, T) -> hidden states (B, T, hidden_size)."""
-        from ftlib import CourseError
-
         B, T = input_ids.shape
         if T > self.cfg.max_position_embeddings:
             raise CourseError(f"{T} tokens, but BERT has only {self.cfg.max_position_embeddings} learned "
@@ -170,8 +167,6 @@ def hf_key_map(num_layers: int) -> dict[str, str]:
 
 def load_hf_state_dict(model: Bert, hf_state: dict) -> None:
     """Copy a ``BertModel`` state dict into ``model``; every one of our tensors must be found."""
-    from ftlib import CourseError
-
     hf_state = {k.removeprefix("bert."): v for k, v in hf_state.items()}   # BertFor... models
     mapping = hf_key_map(model.cfg.num_layers)
     missing = [theirs for theirs in mapping.values() if theirs not in hf_state]

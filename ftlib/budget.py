@@ -13,6 +13,7 @@ Any field can be overridden: ``get_budget(epochs=1)`` or
 """
 from __future__ import annotations
 
+from ftlib.errors import CourseError
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -56,8 +57,6 @@ def _coerce(field: dataclasses.Field, text: str):
 
 def get_budget(name: str | None = None, **overrides) -> Budget:
     """The budget in force; see the module docstring for how it is chosen."""
-    from ftlib import CourseError
-
     if name is None:
         name = os.environ.get("FTLIB_BUDGET")
     if name is None:

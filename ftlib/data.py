@@ -20,7 +20,13 @@ import csv
 import os
 from pathlib import Path
 
+from ftlib.errors import CourseError
+
 SST2_LABELS = ["negative", "positive"]
+# the files a mirror folder holds for each data set (python -m ftlib download-data writes them all)
+MIRROR_FILES = {"SST-2": ("sst2/train.tsv", "sst2/dev.tsv"),
+                "tinyshakespeare": ("tinyshakespeare/input.txt",),
+                "Chinese-English pairs": ("tatoeba_cmn_eng/cmn.txt",)}
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 _HOW_TO_FIX = (
@@ -33,21 +39,46 @@ _HOW_TO_FIX = (
 
 def data_dir() -> Path | None:
     """The configured mirror folder, or None."""
-    from ftlib import CourseError
-
     value = os.environ.get("FTLIB_DATA_DIR")
     if not value:
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise CourseError(f"FTLIB_DATA_DIR={value!r} is not a folder. Point it at a data mirror "
+        what = "it is a file" if path.exists() else "nothing is there"
+        raise CourseError(f"FTLIB_DATA_DIR={value!r} is not a folder ({what}). Point it at a data mirror "
                           "(holding sst2/ and tinyshakespeare/) or unset it to use the hub.")
     return path
 
 
-def _read_sst2_tsv(path: Path) -> dict:
-    from ftlib import CourseError
+def check_mirror() -> dict | None:
+    """What the ``FTLIB_DATA_DIR`` mirror holds: ``None`` when it is unset, else
+    ``{"path": folder, "data sets": {name: True if all its files are there}}``.
 
+    Raises CourseError, saying what is wrong and what to do, when the setting names something
+    that is not a folder, or a folder that is not a mirror (no ``sst2/``: the wrong folder, or one
+    level too high or low), or one with only part of SST-2.
+    """
+    path = data_dir()
+    if path is None:
+        return None
+    value = os.environ.get("FTLIB_DATA_DIR")
+    sst2 = [f for f in MIRROR_FILES["SST-2"] if not (path / f).is_file()]
+    if len(sst2) == len(MIRROR_FILES["SST-2"]):
+        inside = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+        shown = ", ".join(inside[:8]) + (" ..." if len(inside) > 8 else "") if inside else "nothing"
+        raise CourseError(f"FTLIB_DATA_DIR={value!r} is not a data mirror: it has no sst2/train.tsv "
+                          f"(it holds {shown}). Point it at the folder that holds sst2/ and "
+                          "tinyshakespeare/ (e.g. data/mirror), write one with `python -m ftlib download-data "
+                          "FOLDER`, or unset it to use the hub.")
+    if sst2:
+        raise CourseError(f"FTLIB_DATA_DIR={value!r}: the SST-2 mirror is incomplete, {path / sst2[0]} is "
+                          "missing. Copy the whole mirror again, or rewrite it with "
+                          "`python -m ftlib download-data FOLDER`.")
+    return {"path": path, "data sets": {name: all((path / f).is_file() for f in files)
+                                        for name, files in MIRROR_FILES.items()}}
+
+
+def _read_sst2_tsv(path: Path) -> dict:
     sentences, labels = [], []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -66,8 +97,6 @@ def _read_sst2_tsv(path: Path) -> dict:
 
 
 def _hub_failure(what: str, err: Exception, mirror_file: Path | None):
-    from ftlib import CourseError
-
     where = (f"the mirror file {mirror_file} does not exist" if mirror_file else
              "no mirror is configured (FTLIB_DATA_DIR is unset)")
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -82,8 +111,6 @@ def load_sst2(source: str = "auto"):
     ``source``: "auto" (mirror if configured, else hub), "mirror" or "hub".
     """
     import datasets
-    from ftlib import CourseError
-
     if source not in ("auto", "mirror", "hub"):
         raise CourseError(f"source must be 'auto', 'mirror' or 'hub', not {source!r}.")
     features = datasets.Features({"sentence": datasets.Value("string"),
@@ -91,6 +118,9 @@ def load_sst2(source: str = "auto"):
     root = data_dir() if source != "hub" else None
     folder = root / "sst2" if root else None
     if folder is not None and (folder / "train.tsv").is_file():
+        if not (folder / "dev.tsv").is_file():
+            raise CourseError(f"The SST-2 mirror in {folder} has train.tsv but no dev.tsv: copy the whole "
+                              "mirror again, or rewrite it with `python -m ftlib download-data FOLDER`.")
         return datasets.DatasetDict({
             split: datasets.Dataset.from_dict(_read_sst2_tsv(folder / fname), features=features)
             for split, fname in (("train", "train.tsv"), ("validation", "dev.tsv"))})
@@ -116,8 +146,6 @@ def split_text(text: str, fractions=(0.9, 0.05, 0.05)) -> dict:
 def load_tinyshakespeare(source: str = "auto"):
     """tinyshakespeare as a ``DatasetDict`` of one ``text`` row per split (90/5/5 by characters)."""
     import datasets
-    from ftlib import CourseError
-
     if source not in ("auto", "mirror", "hub"):
         raise CourseError(f"source must be 'auto', 'mirror' or 'hub', not {source!r}.")
     root = data_dir() if source != "hub" else None
@@ -146,8 +174,6 @@ def load_translation_pairs(source: str = "auto", seed: int = 0):
     in its third column); online without a mirror, OPUS-100's en-zh pairs are used instead.
     """
     import datasets
-    from ftlib import CourseError
-
     if source not in ("auto", "mirror", "hub"):
         raise CourseError(f"source must be 'auto', 'mirror' or 'hub', not {source!r}.")
     root = data_dir() if source != "hub" else None

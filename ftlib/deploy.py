@@ -3,9 +3,12 @@
 
 Saving and loading
     * :func:`save` -- ``save_pretrained`` of model and tokenizer (safetensors) into a temporary
-      folder that is then renamed, refusing to overwrite a non-empty folder unless told to;
+      folder that is then renamed, refusing to overwrite a non-empty folder unless told to; it
+      also writes ``ftlib_deploy.json``, the record that the folder holds a fine-tuned classifier;
     * :func:`check_model_dir` / :func:`load` -- a clear error for a missing or incomplete folder,
-      then ``from_pretrained(..., use_safetensors=True)``: no pickle, no remote code.
+      or one without that record (a model whose classifier head was never trained: the course-bert
+      package folder, ``save_pretrained`` of a freshly loaded model), then
+      ``from_pretrained(..., use_safetensors=True)``: no pickle, no remote code.
 
 Compressing (each returns a new model; the original is left alone)
     * :func:`quantize_int8` -- dynamic int8 quantisation of the ``nn.Linear`` layers (CPU);
@@ -19,7 +22,8 @@ Exporting
 
 Serving
     * :class:`Predictor` -- load a saved folder, check the input, predict labels;
-    * :func:`main` -- ``python -m ftlib.deploy MODEL_DIR "a sentence" ...`` (or lines on stdin).
+    * :func:`main` -- ``python -m ftlib.deploy MODEL_DIR "a sentence" ...`` (or lines on stdin;
+      the same as ``python -m ftlib predict``).
 
 Monitoring
     * :func:`psi` -- the population stability index of a numeric or categorical feature.
@@ -28,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
+import stat
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,13 +49,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
+from ftlib.text import check_sentences, input_limit
 
 __all__ = ["save", "check_model_dir", "load", "quantize_int8", "prune_unstructured", "sparsity",
            "prune_ffn", "make_student", "distillation_loss", "size_mb", "benchmark",
-           "export_classifier", "Predictor", "main", "psi"]
+           "export_classifier", "Predictor", "main", "psi", "export_weights"]
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json")
+# written by save(): says the folder holds a classifier saved after fine-tuning (see check_model_dir)
+MARKER = "ftlib_deploy.json"
 
 
 # ----------------------------------------------------------------------------- saving and loading
@@ -59,12 +68,33 @@ def _is_quantized(model) -> bool:
                for m in model.modules())
 
 
+def _new_dir(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named folder in ``parent``, with the permissions the umask gives (like
+    ``save_pretrained``'s folder: 0755 under the usual umask 022), not ``mkdtemp``'s 0700."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not make a temporary folder in {parent}")
+
+
 def save(model, tokenizer, path, overwrite: bool = False) -> Path:
-    """Save ``model`` and ``tokenizer`` with ``save_pretrained`` (safetensors) into ``path``.
+    """Save a fine-tuned ``model`` and its ``tokenizer`` with ``save_pretrained`` (safetensors)
+    into ``path``.
 
     Everything is written into a temporary folder beside ``path`` and renamed at the end, so
     a crash never leaves half a model behind. A non-empty ``path`` is only replaced when
-    ``overwrite=True``. Returns ``path``.
+    ``overwrite=True``. The folder and its files get the permissions the umask gives (like
+    ``save_pretrained``'s folder and ``config.json``: 0755 / 0644 under umask 022), so a service
+    running as another user can read them. Returns ``path``.
+
+    Besides the model and tokenizer files it writes ``ftlib_deploy.json``, which records that
+    this is a classifier saved *after fine-tuning*: :func:`load`, :class:`Predictor` and
+    ``python -m ftlib predict`` refuse a folder without it, because a classifier head that was
+    never trained answers with confident random labels. Only save models you have trained.
     """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
@@ -77,13 +107,15 @@ def save(model, tokenizer, path, overwrite: bool = False) -> Path:
                           "store as safetensors. Save the float model and quantise after loading "
                           "(ftlib.deploy.quantize_int8 takes about a second).")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = _new_dir(path.parent, f".{path.name}.")
     old = None
     try:
         model.save_pretrained(tmp)          # transformers >= 5 always writes model.safetensors
         tokenizer.save_pretrained(tmp)
+        _write_marker(model, tmp)
+        _follow_umask(tmp)
         if path.exists():                   # an empty folder, or overwrite=True
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = _new_dir(path.parent, f".{path.name}.old.")
             os.replace(path, old / "model")
         os.replace(tmp, path)
     except BaseException:
@@ -97,8 +129,73 @@ def save(model, tokenizer, path, overwrite: bool = False) -> Path:
     return path
 
 
+def _write_marker(model, folder: Path) -> None:
+    import ftlib
+
+    config = getattr(model, "config", None)
+    id2label = getattr(config, "id2label", None) or {}
+    record = {"saved_by": "ftlib.deploy.save", "ftlib_version": ftlib.__version__,
+              "classifier_head": "fine-tuned", "model_class": type(model).__name__,
+              "labels": [str(id2label[i]) for i in sorted(id2label)]}
+    (folder / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open()`` gives (0644 under umask 022).
+
+    safetensors >= 0.8 writes model.safetensors through a temporary file, always mode 0600
+    (safetensors issue #782), so a service running as another user could not read the weights.
+    The marker was written with ``open()``, so its mode is the umask's answer.
+    """
+    file_mode = stat.S_IMODE((folder / MARKER).stat().st_mode)
+    dir_mode = stat.S_IMODE(folder.stat().st_mode)
+    for p in folder.rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, dir_mode if p.is_dir() else file_mode)
+
+
+def _untrained_head_error(path: Path, why: str) -> CourseError:
+    return CourseError(
+        f"{path} {why}, so its classifier head may never have been trained: its labels would be random "
+        f"guesses. Fine-tune the model first (ftlib.train.fit, lesson 05), then "
+        f"save it with ftlib.deploy.save(model, tokenizer, folder) and use that folder. If this folder does "
+        f"hold a classifier you fine-tuned (saved with save_pretrained or a Trainer), load it with "
+        f"transformers.AutoModelForSequenceClassification.from_pretrained and AutoTokenizer.from_pretrained "
+        f"and save it again with ftlib.deploy.save.")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_weights(folder, model: str = "course-gpt", task: str = "causal-lm", max_shard_size: str = "60MB",
+                   dtype: str = "bfloat16") -> list[Path]:
+    """Save ``model`` (and its tokenizer) into ``folder`` as ``dtype`` safetensors shards of at most
+    ``max_shard_size``; write ``MANIFEST.txt`` (size and SHA-256 of every file). Returns the files."""
+    out = Path(folder)
+    if out.exists() and any(out.iterdir()):
+        raise CourseError(f"{out} is not empty: export into a new folder, so no old shard mixes with the new ones.")
+    if not hasattr(torch, dtype):
+        raise CourseError(f"Unknown dtype {dtype!r}: use bfloat16, float16 or float32.")
+    import ftlib
+
+    m = ftlib.load_model(model, task=task, dtype=getattr(torch, dtype))
+    m.save_pretrained(out, max_shard_size=max_shard_size)
+    ftlib.load_tokenizer(model).save_pretrained(out)
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    lines = [f"{p.stat().st_size:>12d}  {_sha256(p)}  {p.name}" for p in files]
+    (out / "MANIFEST.txt").write_text("# size (bytes)  sha256  file -- check with `sha256sum` after copying\n"
+                                      + "\n".join(lines) + "\n")
+    return files + [out / "MANIFEST.txt"]
+
+
 def check_model_dir(path) -> Path:
-    """Raise CourseError unless ``path`` holds a saved model (config, safetensors weights, tokenizer)."""
+    """Raise CourseError unless ``path`` holds a model saved by :func:`save`: config, safetensors
+    weights, tokenizer, and the ``ftlib_deploy.json`` record that its classifier was fine-tuned."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise CourseError(f"No model folder at {path}. Save one with ftlib.deploy.save(model, tokenizer, "
@@ -117,6 +214,14 @@ def check_model_dir(path) -> Path:
     if missing:
         raise CourseError(f"{path} is not a complete saved model: missing {', '.join(missing)}. "
                           "Save model and tokenizer together with ftlib.deploy.save(model, tokenizer, folder).")
+    if not (path / MARKER).is_file():
+        raise _untrained_head_error(path, f"was not written by ftlib.deploy.save (it has no {MARKER})")
+    try:
+        record = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not isinstance(record, dict) or record.get("classifier_head") != "fine-tuned":
+        raise _untrained_head_error(path, f"has a damaged {MARKER} (not the one ftlib.deploy.save writes)")
     return path
 
 
@@ -337,14 +442,17 @@ class Predictor:
     """Predict labels with a model folder written by :func:`save`.
 
     ``max_length``: the most tokens a sentence may have (default: the smaller of the tokenizer's
-    ``model_max_length`` and the model's ``max_position_embeddings``). A longer sentence raises
-    :class:`ftlib.CourseError` unless ``truncate=True``, which keeps its first ``max_length`` tokens.
+    ``model_max_length`` and the model's ``max_position_embeddings``). The sentences are checked by
+    :func:`ftlib.text.check_sentences` (as ``ftlib.train.predict`` checks them): a bare string is one
+    sentence; ``None``, non-strings, empty sentences, and sentences longer than ``max_length``
+    (unless ``truncate=True``, which keeps their first ``max_length`` tokens) raise
+    :class:`ftlib.CourseError`.
     """
 
     def __init__(self, path, max_length: int | None = None, truncate: bool = False,
                  batch_size: int = 32, device="cpu"):
         self.model, self.tokenizer = load(path, device)
-        limit = min(int(self.tokenizer.model_max_length), int(self.model.config.max_position_embeddings))
+        limit = input_limit(self.model, self.tokenizer)
         if max_length is not None and not 2 <= max_length <= limit:
             raise CourseError(f"max_length must be between 2 and {limit} for this model, got {max_length}.")
         self.max_length = max_length or limit
@@ -353,64 +461,83 @@ class Predictor:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     def check(self, sentences) -> list[str]:
-        """The sentences as a list, or a CourseError saying what is wrong with them."""
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        if isinstance(sentences, (bytes, dict)) or not hasattr(sentences, "__iter__"):
-            raise CourseError(f"predict() takes a list of sentences (strings), got {type(sentences).__name__}.")
-        sentences = list(sentences)
-        if not sentences:
-            raise CourseError("predict() got an empty list: give at least one sentence.")
-        for i, s in enumerate(sentences):
-            if not isinstance(s, str):
-                raise CourseError(f"Sentence {i} is not a string but {type(s).__name__}: {s!r}.")
-            if not s.strip():
-                raise CourseError(f"Sentence {i} is empty (or only spaces): there is nothing to classify.")
-        if not self.truncate:
-            lengths = [len(ids) for ids in self.tokenizer(list(sentences))["input_ids"]]
-            too_long = [(i, n) for i, n in enumerate(lengths) if n > self.max_length]
-            if too_long:
-                i, n = too_long[0]
-                raise CourseError(f"Sentence {i} has {n} tokens (with [CLS] and [SEP]); this model takes at most "
-                                  f"{self.max_length}. Shorten it, or use Predictor(path, truncate=True) "
-                                  f"(--truncate) to keep its first {self.max_length} tokens"
-                                  f"{f' ({len(too_long)} sentences are too long)' if len(too_long) > 1 else ''}.")
-        return list(sentences)
+        """The sentences as a list, or a CourseError saying what is wrong with them
+        (:func:`ftlib.text.check_sentences` with this predictor's tokenizer and limits)."""
+        return check_sentences(sentences, tokenizer=self.tokenizer, max_length=self.max_length,
+                               truncate=self.truncate, how_to_truncate="Predictor(path, truncate=True) (--truncate)")
 
     def predict(self, sentences) -> list[dict]:
         """``[{"sentence", "label", "probability"}, ...]``, one per sentence, in order."""
         from ftlib.train import predict
 
         sentences = self.check(sentences)
+        # train.predict runs the same check_sentences; the lengths were checked just above (with
+        # this predictor's truncate setting), so truncate=True only skips checking them twice
         return predict(self.model, self.tokenizer, sentences, batch_size=self.batch_size,
-                       max_length=self.max_length)
+                       max_length=self.max_length, truncate=True)
 
 
-def main(argv=None) -> int:
-    """``python -m ftlib.deploy MODEL_DIR [SENTENCE ...]``; without sentences, one per line of stdin."""
-    ap = argparse.ArgumentParser(prog="python -m ftlib.deploy",
-                                 description="Classify sentences with a model folder saved by ftlib.deploy.save.")
-    ap.add_argument("model_dir", help="folder written by ftlib.deploy.save (or save_pretrained)")
-    ap.add_argument("sentences", nargs="*", help="sentences to classify; none: read one per line from stdin")
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit status 2), pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _read_stdin() -> list[str]:
+    """One sentence per line of stdin; a blank line refuses the whole input (see :func:`main`)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise CourseError("No sentences: pass them as arguments, or pipe them in, one per line.")
+    try:
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+    except UnicodeDecodeError as err:
+        raise CourseError(f"stdin is not UTF-8 text ({err.reason} at byte {err.start}): "
+                          "convert it first, e.g. iconv -t UTF-8.") from None
+    if not lines:
+        raise CourseError("stdin was empty: pipe in the sentences, one per line.")
+    blank = [n for n, line in enumerate(lines, start=1) if not line.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:5])) + (" ..." if len(blank) > 5 else "")
+        raise CourseError(f"stdin line{'s' if len(blank) > 1 else ''} {shown} {'are' if len(blank) > 1 else 'is'} "
+                          f"empty ({len(blank)} of {len(lines)} lines). Each input line gets exactly one output "
+                          "line, and an empty line has nothing to classify: remove the blank lines first "
+                          "(e.g. grep -v '^[[:space:]]*$' FILE | python -m ftlib predict DIR).")
+    return lines
+
+
+def main(argv=None, prog: str = "python -m ftlib.deploy") -> int:
+    """``python -m ftlib.deploy MODEL_DIR [SENTENCE ...]``; without sentences, one per line of stdin.
+
+    Prints one line per sentence, in input order: ``label<TAB>probability<TAB>sentence`` (or one
+    JSON object with ``--json``). Reading stdin, output line k answers input line k; a blank line
+    (empty or only spaces) refuses the whole input, so the lines never get out of step.
+    Bad input: one ``error: ...`` line on stderr and exit status 2; 0 on success.
+    """
+    ap = _Parser(prog=prog, description="Classify sentences with a model folder saved by ftlib.deploy.save. "
+                                        "Prints label<TAB>probability<TAB>sentence, one line per sentence.")
+    ap.add_argument("model_dir", help="folder written by ftlib.deploy.save after fine-tuning")
+    ap.add_argument("sentences", nargs="*", help="sentences to classify; none: read one per line from stdin "
+                                                 "(one output line per input line; a blank line is an error)")
     ap.add_argument("--truncate", action="store_true", help="cut over-long sentences instead of refusing them")
     ap.add_argument("--max-length", type=int, default=None, help="most tokens per sentence (default: the model's)")
     ap.add_argument("--json", action="store_true", help="print one JSON object per line")
     args = ap.parse_intermixed_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()           # no "Loading weights" bar on stderr: errors stay one line
     try:
-        sentences = args.sentences
-        if not sentences:
-            if sys.stdin is None or sys.stdin.isatty():
-                raise CourseError("No sentences: pass them as arguments, or pipe them in, one per line.")
-            sentences = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-            if not sentences:
-                raise CourseError("stdin held no sentences (only empty lines).")
+        sentences = args.sentences or _read_stdin()
         predictor = Predictor(args.model_dir, max_length=args.max_length, truncate=args.truncate)
         for r in predictor.predict(sentences):
             print(json.dumps(r, ensure_ascii=False) if args.json else
                   f"{r['label']}\t{r['probability']:.3f}\t{r['sentence']}")
     except CourseError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return 0
 
 

@@ -20,6 +20,7 @@ key/value cache.
 """
 from __future__ import annotations
 
+from ftlib.errors import CourseError
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +49,6 @@ class GPTConfig:
     @classmethod
     def from_hf(cls, hf) -> "GPTConfig":
         """Read the fields we need from a ``transformers.LlamaConfig``."""
-        from ftlib import CourseError
-
         if getattr(hf, "model_type", None) != "llama":
             raise CourseError(f"Expected a Llama config, got model_type={getattr(hf, 'model_type', None)!r}.")
         rope = getattr(hf, "rope_parameters", None) or {"rope_theta": hf.rope_theta, "rope_type": "default"}
@@ -180,8 +179,6 @@ class GPT(nn.Module):
 
     def forward(self, idx, cache: list[dict] | None = None):
         """Logits for every position.  With a ``cache``, ``idx`` holds only the new tokens."""
-        from ftlib import CourseError
-
         past = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
         T = idx.shape[1]
         if past + T > self.cfg.max_position_embeddings:
@@ -215,8 +212,6 @@ class GPT(nn.Module):
 
 def load_hf_state_dict(model: GPT, hf_state: dict, assign: bool = False) -> None:
     """Copy a ``LlamaForCausalLM`` state dict: our names are ``model.``-less transformers names."""
-    from ftlib import CourseError
-
     ours = {k.removeprefix("model."): v for k, v in hf_state.items()}
     if model.cfg.tie_word_embeddings:
         ours.pop("lm_head.weight", None)             # the same tensor as embed_tokens.weight
@@ -233,8 +228,6 @@ def load_hf_state_dict(model: GPT, hf_state: dict, assign: bool = False) -> None
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator=None):
     """Pick one token id per row of ``logits`` (B, vocab).  ``temperature=0`` means greedy."""
-    from ftlib import CourseError
-
     if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
         raise CourseError(f"Need temperature >= 0, top_k >= 1 and 0 < top_p <= 1; got "
                           f"temperature={temperature}, top_k={top_k}, top_p={top_p}.")
@@ -263,8 +256,6 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     through the model at each step; without, the whole sequence is recomputed every step
     (same tokens, slower).  Generation stops early once every row has produced ``eos_token_id``.
     """
-    from ftlib import CourseError
-
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise CourseError(f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}; "
                           "use tokenizer(..., return_tensors='pt').input_ids.")

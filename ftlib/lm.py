@@ -5,30 +5,26 @@
   lost; an optional padded last block whose padding carries the label ``-100``;
 * :func:`causal_lm_loss` -- the next-token loss written out: logits at position t are scored
   against the token at t + 1 (transformers' models shift ``labels`` the same way inside);
-* :func:`perplexity` -- ``exp`` of the mean next-token cross-entropy over every predicted
-  token of a set of blocks;
+* perplexity -- ``exp`` of the mean next-token cross-entropy over every predicted token:
+  ``ftlib.train.evaluate(model, batches, task="causal_lm")["perplexity"]`` (the loss is the
+  one training uses, :func:`ftlib.train.lm_loss`);
 * :func:`prompt_examples`, :func:`label_word_logprobs` -- sentiment as text generation
   (``Review: ... Sentiment: positive``): train only the answer token (``-100`` on the prompt),
   classify by comparing the next-token log-probabilities of the label words;
-* :func:`lm_train` -- a small AdamW loop over such tensors (right-padded rows), measuring
-  tokens per second;
-* :func:`flops_per_token`, :func:`peak_flops`, :func:`mfu` and ``PEAK_BF16_TFLOPS`` -- model
-  FLOPs utilisation: achieved training FLOP/s over the device's dense bf16 peak.
+* training: ``ftlib.train.fit(model, DeviceBatches(blocks, ...), task="causal_lm")``, the
+  same engine as every other lesson;
+* FLOPs per token, the peak table and MFU live in :mod:`ftlib.flops`.
 """
 from __future__ import annotations
-
-import math
-import time
 
 import torch
 import torch.nn.functional as F
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 from ftlib.device import autocast, pick_dtype
 
-__all__ = ["pack_blocks", "causal_lm_loss", "perplexity", "PROMPT", "prompt_examples", "label_word_ids",
-           "label_word_logprobs", "lm_train", "flops_per_token", "PEAK_BF16_TFLOPS", "peak_flops", "mfu",
-           "count_parameters"]
+__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "PROMPT", "prompt_examples", "label_word_ids",
+           "label_word_logprobs"]
 
 IGNORE = -100   # the label transformers' losses skip
 
@@ -82,6 +78,28 @@ def causal_lm_loss(logits, labels, reduction: str = "mean"):
     return F.cross_entropy(pred, target, ignore_index=IGNORE, reduction=reduction)
 
 
+def chunked_lm_loss(hidden, head, labels, chunk_tokens: int = 4096):
+    """Summed next-token cross-entropy from the last hidden states, ``chunk_tokens`` positions at a time.
+
+    ``hidden`` (B, T, d) at position t predicts ``labels[:, t + 1]`` through ``head`` (the
+    output layer). Each chunk's logits are made, scored in float32 and dropped; the
+    backward pass recomputes them (activation checkpointing), so at most one chunk of
+    ``chunk_tokens x vocabulary`` logits exists at a time instead of ``B x T x vocabulary``.
+    Returns the summed loss; divide by ``(labels[:, 1:] != -100).sum()`` for the mean."""
+    from torch.utils.checkpoint import checkpoint
+
+    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    y = labels[:, 1:].reshape(-1)
+
+    def piece(h_part, y_part):
+        return F.cross_entropy(head(h_part).float(), y_part, ignore_index=IGNORE, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for s in range(0, h.shape[0], chunk_tokens):
+        total = total + checkpoint(piece, h[s:s + chunk_tokens], y[s:s + chunk_tokens], use_reentrant=False)
+    return total
+
+
 def _batches(data: dict, batch_size: int, order=None):
     n = data["input_ids"].shape[0]
     order = range(n) if order is None else order
@@ -91,26 +109,6 @@ def _batches(data: dict, batch_size: int, order=None):
         batch = {k: v[idx] for k, v in data.items()}
         width = int(batch["attention_mask"].sum(1).max())       # right padding: trim to the longest row
         yield {k: v[:, :width] for k, v in batch.items()}
-
-
-@torch.no_grad()
-def perplexity(model, data: dict, batch_size: int = 8, device=None, dtype=None) -> dict:
-    """``{"loss", "perplexity", "tokens"}``: mean next-token cross-entropy over every predicted token, and its exp."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    dtype = dtype or pick_dtype(device)
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    for batch in _batches(data, batch_size):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device, dtype):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total += causal_lm_loss(logits, batch["labels"], reduction="sum").double()
-        count += int((batch["labels"][:, 1:] != IGNORE).sum())
-    if count == 0:
-        raise CourseError("No token to predict: every label is -100 (or the blocks are one token long).")
-    loss = total.item() / count
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
 
 
 PROMPT = "Review: {text}\nSentiment:"
@@ -175,117 +173,3 @@ def label_word_logprobs(model, data: dict, label_ids, batch_size: int = 16, devi
         last = logits[torch.arange(len(where), device=device), where].float().log_softmax(-1)
         out.append(last[:, list(label_ids)].cpu())
     return torch.cat(out)
-
-
-def count_parameters(model, trainable_only: bool = False) -> int:
-    """Number of parameters (tied weights counted once)."""
-    seen, n = set(), 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        n += p.numel()
-    return n
-
-
-def lm_train(model, data: dict, *, steps: int, batch_size: int, lr: float, warmup_steps: int = 0,
-             weight_decay: float = 0.0, max_grad_norm: float | None = 1.0, device=None, dtype=None,
-             fused: bool | None = None, compile: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    """``steps`` AdamW steps of causal-LM training on random batches of ``data`` (right-padded rows).
-
-    Returns ``{"losses", "seconds", "tokens", "tokens_per_s", "peak_memory_mb"}``; ``tokens``
-    counts the real (unpadded) input tokens processed. Losses are collected on the device and
-    read at the end. ``compile``: run the model through ``torch.compile`` (timed with the rest).
-    """
-    from tqdm.auto import tqdm
-
-    from ftlib.fast import peak_memory_mb, reset_peak_memory, sync
-    from ftlib.train import linear_schedule
-
-    if steps < 1 or batch_size < 1:
-        raise CourseError(f"Need steps >= 1 and batch_size >= 1, got {steps}, {batch_size}.")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    dtype = dtype or pick_dtype(device)
-    fused = device.type == "cuda" if fused is None else fused
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise CourseError("The model has no trainable parameters.")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
-    scheduler = linear_schedule(optimizer, warmup_steps, steps)
-    gen = torch.Generator().manual_seed(seed)
-    n = data["input_ids"].shape[0]
-    order = []
-    while len(order) < steps * batch_size:
-        order += torch.randperm(n, generator=gen).tolist()
-    forward = torch.compile(model) if compile else model
-    model.train()
-    losses, tokens = [], 0
-    reset_peak_memory(device)
-    sync(device)
-    t0 = time.perf_counter()
-    for batch in tqdm(_batches(data, batch_size, order[:steps * batch_size]), total=steps, desc="lm_train",
-                      disable=not progress):
-        tokens += int(batch["attention_mask"].sum())
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, dtype):
-            logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = causal_lm_loss(logits, batch["labels"])
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        losses.append(loss.detach())
-    sync(device)
-    seconds = time.perf_counter() - t0
-    model.eval()
-    return {"losses": torch.stack(losses).tolist(), "seconds": seconds, "tokens": tokens,
-            "tokens_per_s": tokens / seconds, "peak_memory_mb": peak_memory_mb(device)}
-
-
-def flops_per_token(n_params: int, n_layers: int, d_model: int, seq_len: int) -> float:
-    """Training FLOPs per token: ``6 N + 12 L d T`` (PaLM paper, appendix B).
-
-    ``6 N``: every parameter does one multiply-add (2 FLOPs) per token forward and twice that
-    backward. ``12 L d T``: attention's scores and weighted sum, which grow with the context
-    length ``T`` and own no parameters."""
-    if min(n_params, n_layers, d_model, seq_len) < 1:
-        raise CourseError("n_params, n_layers, d_model and seq_len must all be positive.")
-    return 6.0 * n_params + 12.0 * n_layers * d_model * seq_len
-
-
-# Dense (no sparsity) bfloat16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s.
-# Checked in order: the first name contained in the GPU's name wins.
-PEAK_BF16_TFLOPS = {
-    "H100 PCIe": 756.0,
-    "H100 NVL": 835.0,
-    "H100": 989.0,       # SXM (the name reads e.g. "NVIDIA H100 80GB HBM3")
-    "H200": 989.0,
-    "GH200": 989.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "L4": 121.0,
-    "A10": 125.0,
-}
-
-
-def peak_flops(device=None) -> float | None:
-    """The device's dense bf16 peak in FLOP/s, or None when unknown (every CPU, unlisted GPUs)."""
-    device = torch.device(device) if device is not None else None
-    if device is None or device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in PEAK_BF16_TFLOPS.items():
-        if key in name:
-            return tflops * 1e12
-    return None
-
-
-def mfu(tokens_per_s: float, flops_per_tok: float, peak: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved FLOP/s (tokens/s x FLOPs per token) over the peak; None without a peak."""
-    if peak is None:
-        return None
-    if peak <= 0 or tokens_per_s < 0:
-        raise CourseError(f"peak must be positive and tokens_per_s non-negative, got {peak}, {tokens_per_s}.")
-    return tokens_per_s * flops_per_tok / peak

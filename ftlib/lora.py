@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["LoRALinear", "add_lora", "merge_lora", "lora_layers"]
 

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["log_softmax", "softmax", "cross_entropy", "binary_cross_entropy_with_logits",
            "entropy", "kl_divergence"]

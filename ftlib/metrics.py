@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["accuracy", "confusion_matrix", "precision_recall_f1", "roc_curve", "auc", "roc_auc",
            "precision_recall_curve", "average_precision", "reliability_curve",

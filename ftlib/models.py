@@ -22,6 +22,7 @@ to, the hub's bfloat16 weights.
 """
 from __future__ import annotations
 
+from ftlib.errors import CourseError
 import importlib.metadata
 import importlib.util
 import os
@@ -94,8 +95,6 @@ def _cache_root() -> Path:
 
 def resolve_model(name: str) -> Resolved:
     """Turn ``course-bert`` / ``course-gpt`` / a hub id / a folder into a loadable source."""
-    from ftlib import CourseError
-
     if not isinstance(name, str) or not name.strip():
         raise CourseError(f"A model name must be a non-empty string, got {name!r}. "
                           f"Use one of {sorted(COURSE_MODELS)}, a hub id or a local folder.")
@@ -167,8 +166,6 @@ def _local_source(name: str) -> Resolved:
 
 
 def _load(what: str, res: Resolved, loader, **kwargs):
-    from ftlib import CourseError
-
     try:
         return loader(res.source, **{**res.kwargs, **kwargs})
     except OSError as err:
@@ -197,12 +194,14 @@ def load_tokenizer(name: str = "course-bert", **kwargs):
 def load_model(name: str = "course-bert", task: str = "base", **kwargs):
     """A pretrained model with the head ``task`` needs (see ``TASKS``).
 
-    Extra keyword arguments (``num_labels=2``, ``dtype=torch.bfloat16`` ...) go to
-    ``from_pretrained``.
+    Extra keyword arguments (``num_labels=2`` ...) go to ``from_pretrained``. The weights load in
+    **float32** whatever precision they were saved in (a bfloat16 export included): training keeps
+    float32 master weights and computes in bf16 under autocast. Pass ``dtype=torch.bfloat16`` for a
+    model that only runs inference.
     """
+    import torch
     import transformers
-    from ftlib import CourseError
-
+    kwargs.setdefault("dtype", torch.float32)
     if task not in TASKS:
         raise CourseError(f"Unknown task {task!r}; choose one of {sorted(TASKS)}.")
     res = _local_source(name)

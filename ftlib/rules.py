@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["POSITIVE", "NEGATIVE", "NEGATORS", "INTENSIFIERS", "DOWNTONERS", "CONTRAST",
            "tokenize", "RuleResult", "RuleScorer", "coverage_accuracy", "rule_distribution",

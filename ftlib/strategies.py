@@ -11,8 +11,7 @@
 * :class:`GradualUnfreezing` -- a ``fit`` callback that unfreezes one more block, top down,
   every ``steps_per_stage`` optimizer steps (ULMFiT's gradual unfreezing), or with
   ``cumulative=False`` trains one block at a time (layer-by-layer, top down);
-* :class:`PeakMemory` -- peak memory of a block of code (CUDA: allocated bytes; CPU: resident
-  set size, sampled).
+* :class:`ftlib.device.PeakMemory` -- peak memory of a block of code (also importable from here).
 
 Freezing with these helpers only switches ``requires_grad``; ``fit`` builds its optimizer
 from the parameters that are trainable *when it starts*, so a schedule that unfreezes later
@@ -21,13 +20,11 @@ AdamW skips a parameter whose ``.grad`` is ``None``, so a frozen one is left exa
 """
 from __future__ import annotations
 
-import threading
-import time
-
 import torch
 from torch import nn
 
-from ftlib import CourseError
+from ftlib.device import PeakMemory  # noqa: F401  (kept here for notebook 06's import)
+from ftlib.errors import CourseError
 
 __all__ = ["count_parameters", "freeze", "unfreeze", "encoder_layers", "layer_depth",
            "freeze_bottom_layers", "layerwise_lr_groups", "GradualUnfreezing", "PeakMemory"]
@@ -191,47 +188,3 @@ class GradualUnfreezing:
             self._apply()
             self.log.append((info["step"], count_parameters(self.model)[0]))
         return False                                   # never stops the run
-
-
-class PeakMemory:
-    """``with PeakMemory(device) as mem: ...`` then ``mem.peak``: extra bytes at the peak.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation at the start (exact, tensors
-    only). CPU: the process's resident set size (RSS), sampled every ``interval`` seconds by a
-    thread, minus the RSS at the start (approximate: it includes everything the process
-    allocates, and memory freed earlier and reused does not show up again).
-    """
-
-    def __init__(self, device="cpu", interval: float = 0.005):
-        self.device, self.interval, self.peak = torch.device(device), interval, 0
-        self.method = "torch.cuda.max_memory_allocated" if self.device.type == "cuda" else "RSS delta (psutil)"
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            return self
-        import psutil
-        self._proc = psutil.Process()
-        self._start = self._max = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._max = max(self._max, self._proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._max = max(self._max, self._proc.memory_info().rss)
-            self.peak = self._max - self._start
-        return False

@@ -14,6 +14,9 @@ Online, the real benchmarks are ``conll2003`` (NER) and ``squad`` (QA) on the hu
   :func:`squad_scores` (exact match and token F1, SQuAD's definitions).
 * Translation with a decoder-only model: :func:`prompt_target_example` (labels -100 on the
   prompt, so only the target is learned).
+
+Training goes through the course's one engine: ``ftlib.train.fit(model, loader, task="model")``
+uses the loss the model computes itself from ``labels`` (or ``start_positions``/``end_positions``).
 """
 from __future__ import annotations
 
@@ -22,9 +25,9 @@ import re
 import string
 from collections import Counter
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
-__all__ = ["train_steps", "NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1",
+__all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1",
            "make_qa_data", "qa_features", "best_span", "squad_scores", "prompt_target_example"]
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -53,46 +56,6 @@ def _pools(split):
         raise CourseError(f"split must be 'train' or 'test', not {split!r}.")
     k = 0 if split == "train" else 1
     return {"PER": _PEOPLE[k], "LOC": _PLACES[k], "ORG": _ORGS[k]}
-
-
-def train_steps(model, loader, *, epochs: int = 1, lr: float = 5e-5, warmup_ratio: float = 0.1,
-                max_grad_norm: float = 1.0, device=None, progress: bool = True) -> list[float]:
-    """Fine-tune any transformers model whose forward returns ``.loss`` when the batch holds its
-    targets (``labels``, or ``start_positions``/``end_positions``): AdamW, linear warm-up and
-    decay, clipping -- the loop of lesson 05 without the classification-only parts.
-    Returns the loss of every step."""
-    import math
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from ftlib.train import linear_schedule, make_optimizer
-
-    if len(loader) == 0:
-        raise CourseError("The loader yields no batches: is the training set empty?")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    total = len(loader) * epochs
-    optimizer = make_optimizer(model, lr, weight_decay=0.01)
-    scheduler = linear_schedule(optimizer, math.ceil(warmup_ratio * total), total)
-    losses = []
-    model.train()
-    with tqdm(total=total, desc="training", disable=not progress) as bar:
-        for _ in range(epochs):
-            for batch in loader:
-                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-                if loss is None or not torch.isfinite(loss):
-                    raise CourseError(f"The loss is {loss} at step {len(losses) + 1}: does the batch hold "
-                                      "the targets (labels / start_positions), and is the learning rate sane?")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.eval()
-    return losses
 
 
 def make_ner_data(n: int, split: str = "train", seed: int = 0) -> dict:

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import ftlib
-from ftlib import bench
+from ftlib import bench, deploy
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +34,37 @@ def test_bench_writes_a_valid_results_file(tiny_models, tmp_path):
     assert set(r["software"]) >= {"python", "torch", "transformers"}
     b, g = r["bert"], r["gpt"]
     assert b["settings"]["n_train"] == 64 and len(b["ftlib"]["epoch_accuracy"]) == 1
-    for side in ("ftlib", "trainer"):
-        assert 0 <= b[side]["epoch_accuracy"][-1] <= 1 and b[side]["samples_per_s"] > 0
+    for side in ("ftlib", "trainer", "trainer_tuned"):
+        run = b[side]
+        # 64 dev sentences: an accuracy is a whole number of 64ths; throughput is examples over seconds
+        assert run["epoch_accuracy"][-1] * 64 == pytest.approx(round(run["epoch_accuracy"][-1] * 64))
+        assert run["samples_per_s"] == pytest.approx(64 / run["train_seconds"], rel=1e-6)
+    assert b["ftlib"]["examples"] == 64 and b["ftlib"]["settings"]["steps"] == 2
+    assert b["trainer_tuned"]["settings"]["tuned"] and not b["trainer"]["settings"]["tuned"]
     assert b["speedup"] == pytest.approx(b["ftlib"]["samples_per_s"] / b["trainer"]["samples_per_s"])
-    assert g["tokens"] == 2 * 2 * 32 and g["tokens_per_s"] > 0
-    assert g["flops_per_token"] == 6 * g["n_params"] + 12 * 1 * 16 * 32
+    assert g["tokens"] == 2 * 2 * 32 and g["tokens_per_s"] == pytest.approx(g["tokens"] / g["seconds"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_models / "gpt")
+    from ftlib.flops import training_flops_per_token
+    assert g["flops_per_token"] == training_flops_per_token(model, 32)
     if r["hardware"]["gpu"] is None:
         assert g["mfu"] is None and g["peak_bf16_tflops"] is None
     table = (tmp_path / "latest.md").read_text()
     assert path.name in table and table.count("\n| 20") == 1      # one row per results file
+
+
+def test_random_init_gpt_has_course_gpts_size():
+    model = bench.gpt_model({"random_init": True, "model": "course-gpt"}, "cpu")
+    # SmolLM2-135M: the README's 134.5M parameters (the output layer shares the embedding)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_the_ablation_changes_one_ingredient_per_row():
+    names = [name for name, _ in bench.ABLATION]
+    assert names[0] == "eager fp32" and names[-1] == "+ CUDA graphs"
+    for (_, before), (_, after) in zip(bench.ABLATION, bench.ABLATION[1:]):
+        changed = {k for k in after if after[k] != before[k]}
+        assert len(changed) == 1 or changed == {"static", "mask"}, changed
 
 
 def test_export_weights_shards_reload_to_identical_logits(tiny_models, tmp_path):
@@ -64,8 +86,11 @@ def test_export_weights_shards_reload_to_identical_logits(tiny_models, tmp_path)
     # the reference: the unsharded original, loaded in bfloat16 the same way (model.to(bfloat16) would
     # also round the rotary-embedding frequencies, which loading with dtype= keeps in float32)
     want = ftlib.load_model(str(src), task="causal-lm", dtype=torch.bfloat16).eval()(ids).logits
-    assert again.dtype == torch.bfloat16
-    assert torch.equal(again(ids).logits, want)
+    assert again.dtype == torch.float32                    # float32 master weights, holding the bf16 values
+    wanted = ftlib.load_model(str(src), task="causal-lm", dtype=torch.bfloat16)
+    for (k, a), b in zip(again.state_dict().items(), wanted.state_dict().values()):
+        assert torch.equal(a, b.float()), k
+    assert torch.equal(ftlib.load_model(str(out), task="causal-lm", dtype=torch.bfloat16).eval()(ids).logits, want)
     torch.testing.assert_close(want.float(), model(ids).logits, atol=0.05, rtol=0.05)   # bf16 rounding only
     with pytest.raises(ftlib.CourseError):
-        bench.export_weights(out, str(src))                    # refuses a non-empty folder
+        deploy.export_weights(out, str(src))                   # refuses a non-empty folder

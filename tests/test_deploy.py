@@ -9,6 +9,7 @@ import transformers
 
 import ftlib
 from ftlib import CourseError, deploy
+from conftest import make_sentiment_bert as tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -16,14 +17,6 @@ def tokenizer():
     return ftlib.load_tokenizer("course-bert")
 
 
-def tiny_model(tokenizer, seed=0):
-    """A random 2-layer BERT classifier (hidden 32, at most 128 positions) on course-bert's vocabulary."""
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
-                                     num_labels=2, id2label={0: "negative", 1: "positive"},
-                                     label2id={"negative": 0, "positive": 1})
-    return transformers.BertForSequenceClassification(config).eval()
 
 
 SENTENCES = ["a gorgeous , witty , seductive movie .", "it 's a mess .", "dull",

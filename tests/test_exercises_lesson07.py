@@ -5,7 +5,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from ftlib.exercises import check
 from ftlib.exercises.lesson07 import EX1_COUNTS, EX2_NEG, EX2_POS, EX3_CASES
-from ftlib.sampling import class_weights
+from ftlib.imbalance import class_weights
 
 
 def test_07_1(capsys):
@@ -91,7 +91,7 @@ def test_the_07_3_reference_is_what_fit_does(monkeypatch):
             vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
         snapshots, scripted = [], iter(losses)
 
-        def fake_evaluate(model, loader, device=None, mixed_precision=True):
+        def fake_evaluate(model, loader, device=None, **kwargs):
             snapshots.append(model.classifier.weight.detach().clone())
             return {"loss": next(scripted), "accuracy": 0.5}
         monkeypatch.setattr(train, "evaluate", fake_evaluate)

@@ -60,18 +60,26 @@ def test_causal_lm_loss_is_shifted_and_matches_transformers():
     assert not torch.allclose(unshifted, out.loss)
 
 
-def test_perplexity_is_exp_of_mean_cross_entropy():
+def test_perplexity_is_exp_of_the_mean_training_loss_over_every_predicted_token():
+    from ftlib.batches import DeviceBatches
+    from ftlib.train import evaluate
+
     model = tiny_llama()
     data = lm.pack_blocks(list(range(1, 45)), 6, keep_remainder=True)   # 44 tokens -> 7 full blocks + 2
-    got = lm.perplexity(model, data, batch_size=3, dtype=torch.float32)
+    got = evaluate(model, DeviceBatches(data, 3, mask="2d"), "cpu", task="causal_lm")
     with torch.no_grad():
         logits = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"]).logits
     mean_ce = lm.causal_lm_loss(logits, data["labels"]).item()
-    assert got["tokens"] == 7 * 5 + 1
+    assert got["n"] == 7 * 5 + 1
     assert got["perplexity"] == pytest.approx(math.exp(mean_ce), rel=1e-5)
+    # the usual mistake -- averaging per block, so the 2-token block weighs as much as a full one
+    per_block = torch.stack([lm.causal_lm_loss(logits[i:i + 1], data["labels"][i:i + 1]) for i in range(8)])
+    assert abs(math.exp(per_block.mean().item()) - got["perplexity"]) > 1e-3
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    from ftlib.train import evaluate
+
     class Uniform(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -82,7 +90,7 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
             return SimpleNamespace(logits=torch.zeros(*input_ids.shape, 37) * self.w)
 
     data = lm.pack_blocks(list(range(30)), 5)
-    assert lm.perplexity(Uniform(), data, dtype=torch.float32)["perplexity"] == pytest.approx(37, rel=1e-6)
+    assert evaluate(Uniform(), [data], "cpu", task="causal_lm")["perplexity"] == pytest.approx(37, rel=1e-6)
 
 
 class FakeTokenizer:
@@ -124,24 +132,15 @@ def test_label_words_must_be_single_tokens():
         lm.label_word_ids(Two())
 
 
-def test_flops_and_mfu_arithmetic():
-    # 6 N + 12 L d T
-    assert lm.flops_per_token(100, 2, 8, 16) == 6 * 100 + 12 * 2 * 8 * 16
-    fpt = lm.flops_per_token(135_000_000, 30, 576, 1024)
-    assert fpt == pytest.approx(6 * 135e6 + 12 * 30 * 576 * 1024)
-    # 1e5 tokens/s x fpt FLOPs/token against a 989 TFLOP/s peak
-    assert lm.mfu(1e5, fpt, 989e12) == pytest.approx(1e5 * fpt / 989e12)
-    assert lm.mfu(1e5, fpt, None) is None
-    assert lm.peak_flops("cpu") is None
-    with pytest.raises(CourseError):
-        lm.flops_per_token(0, 1, 1, 1)
+def test_the_engine_learns_a_pattern_as_a_causal_lm():
+    from ftlib.batches import DeviceBatches
+    from ftlib.train import evaluate, fit
 
-
-def test_lm_train_reduces_loss_on_one_repeated_batch():
     model = tiny_llama()
     data = lm.pack_blocks(list(range(1, 33)) * 2, 16)       # 4 blocks, a pattern to memorise
-    before = lm.perplexity(model, data, dtype=torch.float32)["loss"]
-    r = lm.lm_train(model, data, steps=30, batch_size=4, lr=1e-2, dtype=torch.float32, progress=False)
-    after = lm.perplexity(model, data, dtype=torch.float32)["loss"]
-    assert len(r["losses"]) == 30 and r["tokens"] == 30 * 4 * 16
+    batches = DeviceBatches(data, 4, shuffle=True, mask="none")
+    before = evaluate(model, batches, "cpu", task="causal_lm")["loss"]
+    h = fit(model, batches, task="causal_lm", max_steps=30, lr=1e-2, device="cpu", progress=False, verbose=False)
+    after = evaluate(model, batches, "cpu", task="causal_lm")["loss"]
+    assert len(h.step_loss) == 30 and h.tokens == 30 * 4 * 16
     assert after < 0.5 * before

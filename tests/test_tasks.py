@@ -4,6 +4,7 @@ import torch
 
 import ftlib
 from ftlib import CourseError, tasks
+from ftlib.train import fit
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_prompt_target_example_masks_prompt():
         tasks.prompt_target_example(tok, "word " * 100, " x", max_length=16)
 
 
-def test_train_steps_lowers_the_loss(bert_tok):
+def test_the_engine_trains_a_tagger_with_the_models_own_loss(bert_tok):
     ftlib.seed_everything(0)
     model = ftlib.load_model("course-bert", task="token-classification", num_labels=len(tasks.NER_TAGS))
     d = tasks.make_ner_data(16, seed=0)
@@ -108,7 +109,8 @@ def test_train_steps_lowers_the_loss(bert_tok):
         rows.append({"input_ids": torch.tensor(enc["input_ids"]), "attention_mask": torch.tensor(enc["attention_mask"]),
                      "labels": torch.tensor(tasks.align_labels(enc.word_ids(), tags))})
     batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
-    losses = tasks.train_steps(model, [batch] * 8, lr=1e-3, warmup_ratio=0.0, progress=False)
+    losses = fit(model, [batch] * 8, task="model", lr=1e-3, warmup_ratio=0.0, device="cpu", progress=False,
+                 verbose=False).step_loss
     assert len(losses) == 8 and losses[-1] < 0.5 * losses[0]
     with pytest.raises(CourseError):
-        tasks.train_steps(model, [], progress=False)
+        fit(model, [], task="model", progress=False)

@@ -1,6 +1,6 @@
 """Keep the notebooks in their stored form.
 
-Stored form (enforced by tests/test_notebooks_stored.py):
+Stored form (enforced by tests/test_course_layout.py and tests/test_stored_outputs.py):
 
 * no execution counts (checked cells with outputs carry a constant 1, which nbval
   requires), no cell metadata except ``tags``, notebook metadata

@@ -21,7 +21,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from ftlib import CourseError
+from ftlib.errors import CourseError
 
 __all__ = ["class_counts", "take_per_class", "oversample", "undersample", "class_weights", "weighted_loss"]
 

@@ -1,4 +1,4 @@
-"""ftlib.sampling: class counts, over/under-sampling, class weights."""
+"""ftlib.imbalance: class counts, over/under-sampling, class weights."""
 import datasets
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from ftlib import CourseError
-from ftlib.sampling import class_counts, class_weights, oversample, take_per_class, undersample, weighted_loss
+from ftlib.imbalance import class_counts, class_weights, oversample, take_per_class, undersample, weighted_loss
 
 
 def make(counts):
