@@ -115,10 +115,11 @@ class DeviceBatches:
     def _plan(self, order):
         """``(start, stop, width, n_pad)`` of every batch of a pass over ``order``."""
         plan = []
-        for start in range(0, len(self), 1):
-            rows = order[start * self.batch_size:(start + 1) * self.batch_size]
+        for b in range(len(self)):
+            start = b * self.batch_size
+            rows = order[start:start + self.batch_size]
             pad = self.batch_size - len(rows) if self.static else 0
-            plan.append((start * self.batch_size, start * self.batch_size + len(rows), self.width(rows), pad))
+            plan.append((start, start + len(rows), self.width(rows), pad))
         return plan
 
     def _batch(self, idx, width: int) -> dict:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ftlib.batches import IGNORE   # the label transformers' losses skip
 from ftlib.errors import CourseError
 from ftlib.device import autocast, pick_dtype
 
 __all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "PROMPT", "prompt_examples", "label_word_ids",
            "label_word_logprobs"]
-
-IGNORE = -100   # the label transformers' losses skip
 
 
 def pack_blocks(docs, block_size: int, *, eos_id: int | None = None, pad_id: int = 0,

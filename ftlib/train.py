@@ -44,13 +44,12 @@ import torch
 import torch.nn.functional as F
 
 from ftlib.device import autocast, pick_device, pick_dtype, sync
+from ftlib.batches import IGNORE
 from ftlib.errors import CourseError
 from ftlib.lm import causal_lm_loss, chunked_lm_loss
 
 __all__ = ["History", "fit", "evaluate", "predict", "make_optimizer", "linear_schedule", "TASKS",
            "classification_loss", "lm_loss", "model_loss", "plot_history"]
-
-IGNORE = -100
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -317,14 +316,24 @@ def _compile(model, loss_of, mode):
 
     def compute(batch):
         return loss_of(model, batch)
-    return torch.compile(compute, dynamic=False, mode=None if mode is True else mode)
+    compiled = torch.compile(compute, dynamic=False, mode=None if mode is True else mode)
+    if mode != "reduce-overhead":
+        return compiled
+
+    def replay(batch):
+        # CUDA graphs reuse their output memory: tell them a new step begins, so that the last
+        # step's outputs (already read or copied by fit) may be overwritten (no-op off CUDA)
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(batch)
+    return replay
 
 
-def _warm_up(compute, model, train_batches, eval_batches, device, dtype, gen):
-    """Compile every batch shape (training and evaluation) before the clock; changes no weight or RNG."""
+def _warm_up(model, runs, device, dtype, gen):
+    """Compile every batch shape before the clock: ``runs`` are ``(compute, batches, grad)`` for
+    training (with a backward pass) and evaluation. Changes no weight and no random state."""
     state = _rng_state(gen)
     t0 = time.perf_counter()
-    for batches, grad in ((train_batches, True), (eval_batches, False)):
+    for compute, batches, grad in runs:
         if batches is None or not hasattr(batches, "warmup_batches"):
             continue
         model.train(grad)
@@ -444,8 +453,8 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
         compute = eval_compute = _compile(model, loss_of, compile)
         if loss_fn is not None:                           # a loss of your own trains; plain CE evaluates
             eval_compute = _compile(model, _task(eval_task), compile)
-        history.compile_seconds += _warm_up(compute, model, train_batches, None, device, dtype, gen)
-        history.compile_seconds += _warm_up(eval_compute, model, None, eval_batches, device, dtype, gen)
+        history.compile_seconds += _warm_up(model, [(compute, train_batches, True), (eval_compute, eval_batches, False)],
+                                            device, dtype, gen)
 
     pending = []                                          # (loss tensor, lr) of steps not read yet
 

@@ -36,8 +36,8 @@ def test_bench_writes_a_valid_results_file(tiny_models, tmp_path):
     assert b["settings"]["n_train"] == 64 and len(b["ftlib"]["epoch_accuracy"]) == 1
     for side in ("ftlib", "trainer", "trainer_tuned"):
         run = b[side]
-        # 64 dev sentences: an accuracy is a whole number of 64ths; throughput is examples over seconds
-        assert run["epoch_accuracy"][-1] * 64 == pytest.approx(round(run["epoch_accuracy"][-1] * 64))
+        # throughput is examples over seconds (accuracy itself is checked where it is computed:
+        # tests/test_engine.py compares evaluate() with a hand count)
         assert run["samples_per_s"] == pytest.approx(64 / run["train_seconds"], rel=1e-6)
     assert b["ftlib"]["examples"] == 64 and b["ftlib"]["settings"]["steps"] == 2
     assert b["trainer_tuned"]["settings"]["tuned"] and not b["trainer"]["settings"]["tuned"]

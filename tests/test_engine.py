@@ -323,3 +323,26 @@ def test_device_batches_cover_every_example_once_and_refuse_bad_data():
         DeviceBatches(data, 8, mask="3d")
     with pytest.raises(CourseError, match="at least"):
         DeviceBatches(make_classification_data(4), 8, shuffle=True, static=True)
+
+
+def test_cuda_graph_mode_marks_a_new_step_before_every_compiled_call(monkeypatch):
+    # CUDA graphs reuse their output memory: without torch.compiler.cudagraph_mark_step_begin() before
+    # each call, the warm-up's backward read overwritten outputs on an H200 (results/20261129-h200-ablation.md).
+    # torch.compile is replaced by the identity here, so this runs in a second on any machine.
+    import ftlib.train as train
+
+    calls, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda batch: calls.append(kw["mode"]) or fn(batch)))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(len(calls)))
+    data = make_classification_data(32)
+    train_b = DeviceBatches(data, 8, shuffle=True, static=True, mask="4d", pad_multiple=16)
+    eval_b = DeviceBatches(data, 16, static=True, mask="4d", pad_multiple=16)
+    fit(make_tiny_bert(), train_b, eval_b, epochs=1, compile="reduce-overhead", device="cpu", **QUIET)
+    assert calls and set(calls) == {"reduce-overhead"}
+    assert marks == list(range(len(calls)))          # one mark just before each call, none missing
+    # the check can fail: the default compile mode (no CUDA graphs) marks nothing
+    calls.clear(), marks.clear()
+    fit(make_tiny_bert(), train_b, eval_b, epochs=1, compile=True, device="cpu", **QUIET)
+    assert calls and marks == []
+    # and the marking wrapper is what makes the difference
+    assert train._compile(make_tiny_bert(), train.classification_loss, "reduce-overhead").__name__ == "replay"
