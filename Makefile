@@ -6,6 +6,8 @@
 #   make serve    serve the built book on http://127.0.0.1:8000
 #   make nb-clean       strip notebooks to their stored form (see CONTRIBUTING.md)
 #   make nb-refresh NB=notebooks/01_x.ipynb   re-run a notebook and store its checked outputs
+#   make unit     the fast unit tests (no notebooks, no compile, no subprocesses; ~2 min on 2 cores)
+#   make mutate   the mutation check (tools/mutate.py): does the suite notice a wrong ftlib?
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +21,7 @@ LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 FTLIB_DATA_DIR ?= $(firstword $(foreach d,data/mirror ../shared/data,$(if $(wildcard $(d)/sst2/train.tsv),$(abspath $(d)))))
 export FTLIB_DATA_DIR
 
-.PHONY: setup course test unit book serve nb-clean nb-refresh clean
+.PHONY: setup course test unit mutate book serve nb-clean nb-refresh clean
 
 setup: $(VENV)/.installed
 
@@ -40,7 +42,10 @@ test: setup
 	$(PY) -m pytest
 
 unit: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not slow and not compile"
+
+mutate: setup
+	$(PY) tools/mutate.py --report results/mutations.md
 
 book: setup
 	$(PY) tools/book.py

@@ -138,6 +138,26 @@ def engine_fit(s: dict, train_tok, dev_tok, tokenizer, device, *, dtype="bfloat1
                              steps=len(h.step_loss))}
 
 
+def trainer_arguments(s: dict, device, dtype, out_dir, *, tuned: bool = False):
+    """``TrainingArguments`` for the ``Trainer`` baseline: the engine's recipe (AdamW, weight decay 0.01,
+    clipping at 1, linear decay after a warm-up of ``warmup_ratio`` of the steps -- transformers 5 reads
+    a ``warmup_steps`` below 1 as that ratio -- length-grouped batches, seed 0), and for ``tuned`` its
+    speed settings."""
+    import transformers
+
+    extra = {}
+    if tuned:
+        extra = dict(length_column_name="length", dataloader_num_workers=2, dataloader_pin_memory=device.type == "cuda",
+                     logging_nan_inf_filter=False, optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch")
+    return transformers.TrainingArguments(
+        output_dir=out_dir, num_train_epochs=s["epochs"], learning_rate=s["lr"],
+        per_device_train_batch_size=s["batch_size"], per_device_eval_batch_size=s["eval_batch_size"],
+        warmup_steps=s["warmup_ratio"], weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear",
+        train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no",
+        logging_strategy="no", report_to=[], use_cpu=device.type == "cpu", seed=0,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, disable_tqdm=True, **extra)
+
+
 def trainer_fit(s: dict, train_tok, dev_tok, tokenizer, device, *, tuned: bool = False) -> dict:
     """The same run with transformers' ``Trainer``: its defaults, or ``tuned`` (precomputed lengths,
     data-loader workers, pinned memory, no per-step NaN filter, padding to a multiple of 8, the fused
@@ -171,19 +191,9 @@ def trainer_fit(s: dict, train_tok, dev_tok, tokenizer, device, *, tuned: bool =
     ftlib.seed_everything(0)
     model = ftlib.load_model(s["model"], task="classification", num_labels=2)
     train_ds = train_tok.add_column("length", [len(r) for r in train_tok["input_ids"]]) if tuned else train_tok
-    extra = {}
-    if tuned:
-        extra = dict(length_column_name="length", dataloader_num_workers=2, dataloader_pin_memory=device.type == "cuda",
-                     logging_nan_inf_filter=False, optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch")
     collator = transformers.DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if tuned else None)
     with tempfile.TemporaryDirectory() as out_dir, PeakMemory(device) as mem:
-        args = transformers.TrainingArguments(
-            output_dir=out_dir, num_train_epochs=s["epochs"], learning_rate=s["lr"],
-            per_device_train_batch_size=s["batch_size"], per_device_eval_batch_size=s["eval_batch_size"],
-            warmup_steps=s["warmup_ratio"], weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear",
-            train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no",
-            logging_strategy="no", report_to=[], use_cpu=device.type == "cpu", seed=0,
-            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, disable_tqdm=True, **extra)
+        args = trainer_arguments(s, device, dtype, out_dir, tuned=tuned)
         trainer = transformers.Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_tok,
                                        processing_class=tokenizer, data_collator=collator,
                                        compute_metrics=accuracy, callbacks=[timer])

@@ -15,10 +15,13 @@ Compressing (each returns a new model; the original is left alone)
     * :func:`prune_unstructured` / :func:`sparsity` -- L1 magnitude pruning of single weights;
     * :func:`prune_ffn` -- structured pruning: drop whole feed-forward neurons (a smaller model);
     * :func:`make_student` / :func:`distillation_loss` -- a shallower copy and the loss to teach it;
-    * :func:`size_mb` and :func:`benchmark` -- bytes on disk, latency and throughput.
+    * :func:`size_mb` and :func:`benchmark` -- bytes on disk; p50/p95 latency and throughput
+      at a fixed thread count.
 
 Exporting
-    * :func:`export_classifier` -- ``torch.export`` of the logits, with dynamic batch and length.
+    * :func:`export_classifier` -- ``torch.export`` of the logits, with dynamic batch and length;
+    * :func:`export_onnx` / :func:`onnx_runner` -- the same logits as an ONNX file, run with ONNX
+      Runtime (needs ``pip install onnx onnxruntime onnxscript``).
 
 Serving
     * :class:`Predictor` -- load a saved folder, check the input, predict labels;
@@ -26,7 +29,8 @@ Serving
       the same as ``python -m ftlib predict``).
 
 Monitoring
-    * :func:`psi` -- the population stability index of a numeric or categorical feature.
+    * :func:`psi` -- the population stability index of a numeric or categorical feature;
+    * :func:`drift_windows` -- a statistic per window of a stream, and a threshold alert.
 """
 from __future__ import annotations
 
@@ -54,7 +58,8 @@ from ftlib.text import check_sentences, input_limit
 
 __all__ = ["save", "check_model_dir", "load", "quantize_int8", "prune_unstructured", "sparsity",
            "prune_ffn", "make_student", "distillation_loss", "size_mb", "benchmark",
-           "export_classifier", "Predictor", "main", "psi", "export_weights"]
+           "export_classifier", "export_onnx", "onnx_runner", "Predictor", "main", "psi", "drift_windows",
+           "export_weights"]
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json")
 # written by save(): says the folder holds a classifier saved after fine-tuning (see check_model_dir)
@@ -370,33 +375,66 @@ def size_mb(model) -> float:
 
 @torch.inference_mode()
 def benchmark(fn, tokenizer, sentences, batch_sizes=(1, 8, 32), max_length: int = 64,
-              min_seconds: float = 0.5, max_batches: int = 20) -> dict:
-    """Latency per batch and throughput of ``fn(**encoded_batch)`` on the CPU.
+              min_seconds: float = 0.5, min_batches: int = 20, max_batches: int | None = None,
+              threads: int | None = None, warmup: int = 2) -> dict:
+    """Latency per batch (p50 and p95) and throughput of ``fn(**encoded_batch)`` on the CPU.
 
-    ``fn`` is a model (or any callable taking ``input_ids``, ``attention_mask``, ...).
-    For each batch size: one warm-up call, then batches of ``sentences`` until ``min_seconds``
-    have passed or ``max_batches`` were run. Returns ``{batch_size: {"ms_per_batch",
-    "sentences_per_s"}}`` (medians over batches).
+    ``fn`` is a model (or any callable taking ``input_ids``, ``attention_mask``, ...). The
+    ``sentences`` are cut into batches of each size and tokenised before any timing. Then, per
+    batch size: ``warmup`` untimed calls, and timed calls cycling through the batches until at
+    least ``min_batches`` were timed *and* ``min_seconds`` have passed (or ``max_batches`` were
+    timed, if given).
+
+    ``threads``: the number of CPU threads PyTorch may use for the measurement
+    (``torch.set_num_threads``; the previous setting is restored afterwards). ``None`` keeps the
+    current setting. Either way the result records it, because latencies measured with different
+    thread counts are not comparable.
+
+    Returns ``{batch_size: {"ms_per_batch", "p50_ms", "p95_ms", "sentences_per_s", "n_batches",
+    "threads"}}``: ``ms_per_batch`` is the median (``p50_ms``), ``p95_ms`` the 95th percentile
+    (nearest rank: the time that 95 % of the timed batches did not exceed; of 20 batches, the
+    second slowest), and ``sentences_per_s`` is ``batch_size / p50``. With fewer than 20 timed
+    batches the p95 is simply the slowest batch.
     """
     sentences = list(sentences)
-    out = {}
+    if min_batches < 1:
+        raise CourseError(f"min_batches must be at least 1, got {min_batches}.")
+    if max_batches is not None and max_batches < min_batches:
+        raise CourseError(f"max_batches ({max_batches}) must be at least min_batches ({min_batches}).")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise CourseError(f"threads must be a positive whole number (or None for the current setting), got {threads!r}.")
     for bs in batch_sizes:
         if bs > len(sentences):
             raise CourseError(f"batch size {bs} needs at least {bs} sentences, got {len(sentences)}.")
-        batches = [sentences[i:i + bs] for i in range(0, len(sentences) - bs + 1, bs)]
-        encoded = [tokenizer(b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-                   for b in batches[:max_batches]]
-        fn(**encoded[0])                                     # warm-up
-        times, start = [], time.perf_counter()
-        for enc in encoded:
-            t0 = time.perf_counter()
-            fn(**enc)
-            times.append(time.perf_counter() - t0)
-            if time.perf_counter() - start > min_seconds and len(times) >= 3:
-                break
-        ms = float(np.median(times)) * 1000
-        out[bs] = {"ms_per_batch": ms, "sentences_per_s": bs / (ms / 1000)}
-    return out
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        used = torch.get_num_threads()
+        out = {}
+        for bs in batch_sizes:
+            batches = [sentences[i:i + bs] for i in range(0, len(sentences) - bs + 1, bs)]
+            encoded = [tokenizer(b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                       for b in batches]
+            for i in range(warmup):
+                fn(**encoded[i % len(encoded)])
+            times, start = [], time.perf_counter()
+            while True:
+                enc = encoded[len(times) % len(encoded)]
+                t0 = time.perf_counter()
+                fn(**enc)
+                times.append(time.perf_counter() - t0)
+                if max_batches is not None and len(times) >= max_batches:
+                    break
+                if len(times) >= min_batches and time.perf_counter() - start >= min_seconds:
+                    break
+            p50 = float(np.median(times)) * 1000
+            p95 = float(np.percentile(times, 95, method="inverted_cdf")) * 1000
+            out[bs] = {"ms_per_batch": p50, "p50_ms": p50, "p95_ms": p95, "sentences_per_s": bs / (p50 / 1000),
+                       "n_batches": len(times), "threads": used}
+        return out
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------- exporting
@@ -434,6 +472,87 @@ def export_classifier(model, tokenizer, example_sentences, max_length: int = 512
     args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     with torch.no_grad():
         return torch.export.export(wrapped, args, dynamic_shapes=shapes)
+
+
+def _need_onnx(*packages: str):
+    """Import and return ``packages``, or one CourseError naming the pip command."""
+    import importlib
+    import importlib.util
+
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise CourseError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
+                          "pip install onnx onnxruntime onnxscript (they are in the course's dependencies; "
+                          "`make setup` installs them).")
+    return [importlib.import_module(p) for p in packages]
+
+
+def export_onnx(model, tokenizer, path, example_sentences=None, max_length: int = 512) -> Path:
+    """Export the logits of a BERT-style classifier to an ONNX file at ``path``; returns ``path``.
+
+    Uses ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based exporter; it needs the
+    ``onnx`` and ``onnxscript`` packages) with the batch and sequence axes of ``input_ids``,
+    ``attention_mask`` and ``token_type_ids`` dynamic, so one file serves any batch of any length up
+    to ``max_length``. The output is named ``logits``. Run it with :func:`onnx_runner` (ONNX Runtime).
+    """
+    _need_onnx("onnx", "onnxscript", "onnxruntime")
+    import logging
+
+    from torch.export import Dim
+
+    path = Path(path).expanduser()
+    if path.suffix != ".onnx":
+        raise CourseError(f"Give the ONNX file a name ending in .onnx, got {path.name!r}.")
+    example_sentences = list(example_sentences or ["a short one .", "a somewhat longer example sentence ."])
+    if len(example_sentences) < 2:
+        raise CourseError("Give at least two example sentences of different lengths, so the batch and "
+                          "sequence sizes can be traced as dynamic.")
+    enc = tokenizer(example_sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    if "token_type_ids" not in enc:
+        enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+    batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=max_length)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    wrapped = _Logits(copy.deepcopy(model).cpu().float().eval()).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)         # "torchvision is not installed. Skipping ..." lines
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # the exporter's deprecation and axis-name notes
+            torch.onnx.export(wrapped, tuple(enc[k] for k in names), str(path), input_names=list(names),
+                              output_names=["logits"], dynamic_shapes={k: {0: batch, 1: seq} for k in names},
+                              dynamo=True, external_data=False, verbose=False)
+    finally:
+        onnx_logger.setLevel(level)
+    return path
+
+
+def onnx_runner(path, threads: int | None = None):
+    """A callable ``fn(input_ids, attention_mask, token_type_ids=None, **_) -> logits`` (a torch
+    tensor) that runs the ONNX file at ``path`` with ONNX Runtime on the CPU.
+
+    ``threads``: ONNX Runtime's intra-op thread count (it keeps its own thread pool, so
+    ``torch.set_num_threads`` does not reach it); ``None``: ONNX Runtime's default. It takes
+    PyTorch tensors or NumPy arrays, like a model does, so :func:`benchmark` can time it.
+    """
+    (ort,) = _need_onnx("onnxruntime")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = [i.name for i in session.get_inputs()]
+
+    def run(input_ids, attention_mask, token_type_ids=None, **_):
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "token_type_ids": torch.zeros_like(torch.as_tensor(input_ids)) if token_type_ids is None
+                  else token_type_ids}
+        feed = {k: np.asarray(torch.as_tensor(arrays[k]).cpu().numpy(), dtype=np.int64) for k in wanted}
+        return torch.from_numpy(session.run(["logits"], feed)[0])
+
+    run.session = session
+    return run
 
 
 # ----------------------------------------------------------------------------- serving
@@ -564,6 +683,36 @@ def psi(reference, current, bins: int = 10, categorical: bool = False) -> float:
         q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / current.size
     p, q = np.clip(p, 1e-4, None), np.clip(q, 1e-4, None)
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+def drift_windows(reference, stream, window: int, threshold: float = 0.25, statistic=None, bins: int = 10,
+                  categorical: bool = False) -> list[dict]:
+    """Watch a stream in consecutive windows of ``window`` observations and flag the ones that drifted.
+
+    ``stream`` is what was observed per request, in arrival order (a confidence, a predicted label,
+    a length); it is cut into windows ``stream[0:window]``, ``stream[window:2 * window]``, ... (a
+    last, incomplete window is left for later: it has not been filled yet). For each window the
+    statistic compares it with ``reference``: by default :func:`psi` (with ``bins`` and
+    ``categorical``), or ``statistic(reference, window_values) -> float``. The alert rule is
+    ``value > threshold``.
+
+    Returns one dict per window: ``{"window", "start", "end", "value", "alert"}`` (``end`` is
+    exclusive), ready to log or plot.
+    """
+    reference, stream = np.asarray(reference), np.asarray(stream)
+    if window < 1:
+        raise CourseError(f"window must be at least 1 observation, got {window}.")
+    if len(stream) < window:
+        raise CourseError(f"The stream has {len(stream)} observations, fewer than one window of {window}.")
+    if statistic is None:
+        def statistic(ref, cur):
+            return psi(ref, cur, bins=bins, categorical=categorical)
+    rows = []
+    for i, start in enumerate(range(0, len(stream) - window + 1, window)):
+        value = float(statistic(reference, stream[start:start + window]))
+        rows.append({"window": i, "start": start, "end": start + window, "value": value,
+                     "alert": bool(value > threshold)})
+    return rows
 
 
 if __name__ == "__main__":

@@ -58,9 +58,11 @@ def classification_loss(model, batch: dict, loss_fn=None):
 
     ``loss_fn(logits, labels, model)``: a training loss of your own (class weights, an L1
     penalty, a rule constraint ...) instead of the mean cross-entropy."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    labels = batch["labels"]
-    logits = model(**inputs).logits.float()
+    return _score(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float(), batch["labels"],
+                  model, loss_fn)
+
+
+def _score(logits, labels, model=None, loss_fn=None):
     valid = labels != IGNORE
     if loss_fn is not None:
         loss = loss_fn(logits, labels, model)
@@ -253,6 +255,9 @@ def _count_tokens(batch):
         return batch["input_ids"].numel()
     if mask.ndim == 4:                                   # (B, 1, T, T) key-padding mask: read one query row
         mask = mask[:, 0, 0, :]
+    labels = batch.get("labels")
+    if labels is not None and labels.ndim == 1:          # static padding rows (label -100) are copies, not data
+        return (mask.sum(1) * (labels != IGNORE)).sum()
     return mask.sum()
 
 
@@ -266,13 +271,21 @@ def _rows(batch):
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model, batches, device=None, *, task="classification", dtype=None, mixed_precision: bool = True,
-             compute=None) -> dict:
+             compute=None, predictions: bool = False) -> dict:
     """Mean loss per item over ``batches`` (and accuracy for classification, perplexity for a causal LM).
 
     Uses the same loss function as training (:data:`TASKS`); one host-device synchronisation
     at the end. ``compute``: a function ``batch -> (loss, items, correct)`` to call instead of the task's
-    loss on ``model`` (``fit`` passes its compiled one)."""
+    loss on ``model`` (``fit`` passes its compiled one).
+
+    ``predictions=True`` (classification): the same pass also returns numpy arrays ``predictions``
+    (the arg-max class), ``labels`` and ``probabilities`` (softmax, one row per example), for every
+    row whose label is not -100, in the order the batches yield them -- enough for F1, a confusion
+    matrix or calibration without a second pass over the data."""
     loss_of = _task(task)
+    if predictions and (task != "classification" or compute is not None):
+        raise CourseError("predictions=True is for task='classification' evaluated eagerly (no compute=); for "
+                          "other tasks run the model yourself, e.g. with ftlib.train.predict.")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = dtype or (pick_dtype(device) if mixed_precision else torch.float32)
     was_training = model.training
@@ -281,12 +294,22 @@ def evaluate(model, batches, device=None, *, task="classification", dtype=None, 
     n = torch.zeros((), dtype=torch.long, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     has_correct = False
+    kept = {"predictions": [], "labels": [], "probabilities": []}
     for batch in batches:
         batch = _to(batch, device)
         if device.type == "cpu":                       # reading ids on a GPU would sync every batch
             _check_model_inputs(model, batch=batch)
         with autocast(device, dtype):
-            loss, items, right = compute(batch) if compute is not None else loss_of(model, batch)
+            if predictions:
+                labels = batch["labels"]
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+                loss, items, right = _score(logits, labels)
+                keep = labels != IGNORE
+                kept["predictions"].append(logits.argmax(-1)[keep])
+                kept["labels"].append(labels[keep])
+                kept["probabilities"].append(torch.softmax(logits, -1)[keep])
+            else:
+                loss, items, right = compute(batch) if compute is not None else loss_of(model, batch)
         total += loss.double() * items
         n += items
         if right is not None:
@@ -302,6 +325,8 @@ def evaluate(model, batches, device=None, *, task="classification", dtype=None, 
     if task == "causal_lm":
         from ftlib.metrics import perplexity
         out["perplexity"] = perplexity(out["loss"])
+    if predictions:
+        out.update({k: torch.cat(v).cpu().numpy() for k, v in kept.items()})
     return out
 
 

@@ -211,3 +211,11 @@ def test_scores_variance_grows_with_dk_and_scaling_fixes_it():
         dots = (q * k).sum(-1)
         assert abs(dots.var().item() / d - 1) < 0.05
         assert abs((dots / math.sqrt(d)).var().item() - 1) < 0.05
+    # ftlib's attention scales by 1/sqrt(d_k) by default, so its weights do not saturate as d_k grows;
+    # without the scaling (scale=1) softmax is nearly one-hot at d_k = 256
+    q, k, v = (torch.randn(64, 16, 256, generator=g) for _ in range(3))
+    _, w = scaled_dot_product_attention(q, k, v)
+    _, w_explicit = scaled_dot_product_attention(q, k, v, scale=1 / 16)
+    _, w_unscaled = scaled_dot_product_attention(q, k, v, scale=1.0)
+    torch.testing.assert_close(w, w_explicit)
+    assert w.max(-1).values.mean() < 0.5 < 0.9 < w_unscaled.max(-1).values.mean()

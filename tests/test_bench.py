@@ -94,3 +94,36 @@ def test_export_weights_shards_reload_to_identical_logits(tiny_models, tmp_path)
     torch.testing.assert_close(want.float(), model(ids).logits, atol=0.05, rtol=0.05)   # bf16 rounding only
     with pytest.raises(ftlib.CourseError):
         deploy.export_weights(out, str(src))                   # refuses a non-empty folder
+
+
+def test_the_trainer_baseline_uses_the_engines_schedule_and_decay_rule(tmp_path):
+    """The Trainer baseline is only a fair comparison if it trains with the same recipe: the same
+    learning rate at every step (warm-up, then linear decay) and weight decay on the same weights."""
+    import math
+
+    from conftest import make_tiny_bert
+    from ftlib.train import linear_schedule, make_optimizer
+
+    s = dict(bench.SETTINGS["small"]["bert"], epochs=1)
+    total = 50
+    model = make_tiny_bert()
+    args = bench.trainer_arguments(s, torch.device("cpu"), torch.float32, tmp_path)
+    trainer = transformers.Trainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=total)
+    ours_opt = make_optimizer(make_tiny_bert(), s["lr"], weight_decay=0.01)
+    ours = linear_schedule(ours_opt, math.ceil(s["warmup_ratio"] * total), total)
+    theirs, mine = [], []
+    for _ in range(total):
+        theirs.append(trainer.lr_scheduler.get_last_lr()[0])
+        mine.append(ours.get_last_lr()[0])
+        trainer.optimizer.step()
+        ours_opt.step()
+        trainer.lr_scheduler.step()
+        ours.step()
+    assert theirs == pytest.approx(mine, abs=1e-12)
+    assert theirs[0] == 0.0 and max(theirs) == pytest.approx(s["lr"]) and theirs[-1] < s["lr"] / 10
+    # wrong recipes this rejects: no warm-up (full rate at step 1), a constant rate (no decay)
+    assert theirs[0] != s["lr"] and theirs[-1] != theirs[len(theirs) // 2]
+    decayed = {n for n, p in model.named_parameters() for g in trainer.optimizer.param_groups
+               if g["weight_decay"] == 0.01 and any(p is q for q in g["params"])}
+    assert decayed == {n for n, p in model.named_parameters() if p.ndim >= 2}

@@ -15,6 +15,8 @@ import torch
 import transformers
 
 import ftlib
+
+pytestmark = pytest.mark.slow           # every test here runs `python -m ftlib` in subprocesses
 from ftlib import deploy
 from conftest import make_sentiment_bert as tiny_model
 

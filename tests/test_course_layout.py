@@ -69,6 +69,7 @@ def test_every_notebook_is_in_the_readme_syllabus():
         assert f"notebooks/{path.name}" in readme, f"README.md's syllabus does not link {path.name}"
 
 
+@pytest.mark.slow
 def test_the_book_builds_a_page_per_notebook(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "book.py"), "--no-execute", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True)
@@ -78,3 +79,28 @@ def test_the_book_builds_a_page_per_notebook(tmp_path):
         page = html / (f + ".html")
         assert page.is_file(), f"no page for {f}"
     assert (html / "index.html").is_file()
+
+
+def test_every_mutation_of_the_mutation_check_applies_to_todays_code():
+    """tools/mutate.py is only useful while its mutations match the code: each must find its text once,
+    change it, and name test files that exist."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("mutate", ROOT / "tools" / "mutate.py")
+    mutate = importlib.util.module_from_spec(spec)
+    sys.modules["mutate"] = mutate                       # dataclasses look their module up there
+    spec.loader.exec_module(mutate)
+    assert len({m.id for m in mutate.MUTATIONS}) == len(mutate.MUTATIONS) >= 40
+    for m in mutate.MUTATIONS:
+        assert (ROOT / m.file).read_text().count(m.old) == 1, f"{m.id}: its text is not in {m.file} exactly once"
+        assert m.old != m.new
+        assert all((ROOT / t).is_file() for t in m.tests if t.startswith("tests/")), m.id
+
+
+def test_the_test_run_pins_the_small_budget():
+    """On a GPU the budget would default to "full"; the checked outputs are those of the small runs."""
+    import os
+
+    from ftlib.budget import get_budget
+    assert os.environ.get("FTLIB_BUDGET") == "small" and get_budget().name == "small"

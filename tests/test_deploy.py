@@ -207,14 +207,84 @@ def test_export_matches_eager_on_new_shapes(tokenizer):
     torch.testing.assert_close(got, logits(model, tokenizer, others), atol=1e-5, rtol=1e-4)
 
 
+def test_export_onnx_runs_in_onnx_runtime_on_new_shapes(tokenizer, tmp_path):
+    model = tiny_model(tokenizer)
+    path = deploy.export_onnx(model, tokenizer, tmp_path / "clf.onnx", SENTENCES[:2], max_length=128)
+    assert path == tmp_path / "clf.onnx" and path.stat().st_size > 0
+    run = deploy.onnx_runner(path, threads=1)
+    traced = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")["input_ids"].shape
+    for others in (SENTENCES + ["one more sentence with quite a few more words in it than the others ."],
+                   ["dull"]):                                   # a longer batch of 5, and one short sentence
+        enc = tokenizer(others, padding=True, return_tensors="pt")
+        assert enc["input_ids"].shape[0] != traced[0] and enc["input_ids"].shape[1] != traced[1]
+        torch.testing.assert_close(run(**enc), logits(model, tokenizer, others), atol=1e-5, rtol=1e-4)
+    enc = tokenizer(SENTENCES, padding=True, return_tensors="np")              # NumPy in, no token types
+    torch.testing.assert_close(run(enc["input_ids"], enc["attention_mask"]), logits(model, tokenizer, SENTENCES),
+                               atol=1e-5, rtol=1e-4)
+    with pytest.raises(CourseError, match=r"\.onnx"):
+        deploy.export_onnx(model, tokenizer, tmp_path / "clf.bin")
+
+
+def test_export_onnx_says_how_to_install_what_is_missing(tokenizer, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(CourseError, match="onnxruntime is not installed: pip install onnx onnxruntime"):
+        deploy.export_onnx(tiny_model(tokenizer), tokenizer, tmp_path / "clf.onnx")
+    with pytest.raises(CourseError, match="pip install onnx onnxruntime"):
+        deploy.onnx_runner(tmp_path / "clf.onnx")
+    assert not (tmp_path / "clf.onnx").exists()
+
+
 def test_benchmark_reports_each_batch_size(tokenizer):
-    out = deploy.benchmark(tiny_model(tokenizer), tokenizer, SENTENCES * 2, batch_sizes=(1, 4), min_seconds=0.0)
+    """A callable whose cost is known (10 ms per sentence, plus calls of 200 ms injected at known
+    places) against what benchmark reports: two slow batches of 20 reach the p95 and one does not;
+    the p50 ignores them; the thread count asked for holds during the calls and is restored after."""
+    import time
+
+    calls, threads_seen = [], set()
+    slow = {5, 12, 30}      # call numbers: bs 1 is calls 1-2 (warm-up) and 3-22, bs 4 is 23-24 and 25-44
+
+    def fn(input_ids, **_):
+        calls.append(len(input_ids))
+        threads_seen.add(torch.get_num_threads())
+        time.sleep(0.2 if len(calls) in slow else 0.01 * len(input_ids))
+
+    before = torch.get_num_threads()
+    want = 2 if before == 1 else 1
+    out = deploy.benchmark(fn, tokenizer, SENTENCES * 4, batch_sizes=(1, 4), min_seconds=0.0, min_batches=20,
+                           max_batches=20, warmup=2, threads=want)
+    assert torch.get_num_threads() == before and threads_seen == {want}
     assert set(out) == {1, 4}
+    assert calls == [1] * 22 + [4] * 22
     for bs, r in out.items():
-        assert r["ms_per_batch"] > 0
-        assert r["sentences_per_s"] == pytest.approx(bs / r["ms_per_batch"] * 1000)
+        assert r["n_batches"] == 20 and r["threads"] == want
+        assert r["ms_per_batch"] == r["p50_ms"]
+        assert 10 * bs <= r["p50_ms"] < 10 * bs + 30           # sleep is a lower bound; the slow calls are ignored
+        assert r["sentences_per_s"] == pytest.approx(bs / r["p50_ms"] * 1000)
+        assert r["p95_ms"] >= r["p50_ms"]
+    assert out[1]["p95_ms"] >= 200                              # 2 slow batches of 20: the p95 sees them
+    assert out[4]["p95_ms"] < 200                               # 1 of 20: still below the 95th percentile
+    # min_seconds keeps timing past min_batches
+    quick = deploy.benchmark(lambda **_: None, tokenizer, SENTENCES, batch_sizes=(2,), min_seconds=0.05,
+                             min_batches=3)[2]
+    assert quick["n_batches"] > 3 and quick["threads"] == before
+    assert deploy.benchmark(tiny_model(tokenizer), tokenizer, SENTENCES, batch_sizes=(2,), min_seconds=0.0)[2][
+        "ms_per_batch"] > 0                                         # a real model runs too
+
+    def broken(**_):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        deploy.benchmark(broken, tokenizer, SENTENCES, batch_sizes=(2,), threads=want)
+    assert torch.get_num_threads() == before                    # restored after an error too
     with pytest.raises(CourseError):
         deploy.benchmark(tiny_model(tokenizer), tokenizer, SENTENCES, batch_sizes=(8,))
+    with pytest.raises(CourseError, match="threads"):
+        deploy.benchmark(fn, tokenizer, SENTENCES, batch_sizes=(2,), threads=0)
+    with pytest.raises(CourseError, match="max_batches"):
+        deploy.benchmark(fn, tokenizer, SENTENCES, batch_sizes=(2,), min_batches=20, max_batches=10)
 
 
 # ----------------------------------------------------------------------------- monitoring
@@ -231,3 +301,32 @@ def test_psi():
     assert got == pytest.approx(want)
     with pytest.raises(CourseError):
         deploy.psi([], [1, 2])
+
+
+def test_drift_windows_by_hand():
+    # reference: half positive; stream: 4 windows of 10 -- two like the reference, then two at 80 %
+    reference = [0] * 50 + [1] * 50
+    stream = [0, 1] * 5 + [1, 0] * 5 + ([1] * 8 + [0] * 2) * 2 + [1, 1, 1]     # 3 left over: no 5th window
+    rows = deploy.drift_windows(reference, stream, window=10, threshold=0.25, categorical=True)
+    large = (0.8 - 0.5) * np.log(0.8 / 0.5) + (0.2 - 0.5) * np.log(0.2 / 0.5)  # 0.416
+    assert [r["window"] for r in rows] == [0, 1, 2, 3]
+    assert [(r["start"], r["end"]) for r in rows] == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    assert [r["value"] for r in rows] == pytest.approx([0.0, 0.0, large, large])
+    assert [r["alert"] for r in rows] == [False, False, True, True]             # fires on the drift, not before
+    # numbers: each window's value is psi() of that slice; a custom statistic replaces it
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=2000)
+    live = np.concatenate([rng.normal(size=600), rng.normal(loc=1.5, size=600)])
+    rows = deploy.drift_windows(ref, live, window=200, threshold=0.25, bins=5)
+    assert [r["value"] for r in rows] == pytest.approx([deploy.psi(ref, live[i:i + 200], bins=5)
+                                                        for i in range(0, 1200, 200)])
+    assert [r["alert"] for r in rows] == [False] * 3 + [True] * 3
+    gap = deploy.drift_windows(ref, live, window=300, threshold=0.5,
+                               statistic=lambda r, c: abs(np.mean(c) - np.mean(r)))
+    assert [r["value"] for r in gap] == pytest.approx([abs(live[i:i + 300].mean() - ref.mean())
+                                                      for i in range(0, 1200, 300)])
+    assert [r["alert"] for r in gap] == [False, False, True, True]
+    with pytest.raises(CourseError):
+        deploy.drift_windows(ref, live[:5], window=10)
+    with pytest.raises(CourseError):
+        deploy.drift_windows(ref, live, window=0)

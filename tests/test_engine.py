@@ -159,6 +159,32 @@ def test_resume_of_a_shuffled_device_run_with_evaluation_gives_the_same_result(t
     assert h2.eval_loss == pytest.approx(h_whole.eval_loss, abs=1e-6)
 
 
+def test_resume_after_a_crash_between_step_checkpoints_with_early_stopping_gives_the_same_run(tmp_path):
+    """A process that dies mid-epoch (not a clean stop) resumes from its last ``checkpoint_every`` save,
+    replays the lost steps, and ends as the uninterrupted run does -- early stopping, restored best
+    weights and all."""
+    data, held_out = make_classification_data(48), make_classification_data(24, seed=1)
+    settings = dict(epochs=6, lr=2e-2, warmup_ratio=0.0, early_stopping_patience=1, **QUIET)
+
+    def run(**kw):
+        model = make_tiny_bert(dropout=0.1)
+        torch.manual_seed(7)
+        train = DeviceBatches(data, 8, shuffle=True, mask="4d", seed=3)
+        return model, fit(model, train, DeviceBatches(held_out, 8, mask="4d"), **settings, **kw)
+
+    whole, h_whole = run()
+    assert h_whole.stopped == "early stopping" and len(h_whole.epoch) < 6       # the case under test happens
+    with pytest.raises(Crash):
+        run(checkpoint_dir=tmp_path, checkpoint_every=4, callbacks=[crash_at(10)])   # dies after the step-8 save
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["position"]["step"] == 8
+    torch.manual_seed(999)
+    again, h_again = run(checkpoint_dir=tmp_path, checkpoint_every=4, resume=True)
+    assert h_again.stopped == "early stopping" and h_again.epoch == h_whole.epoch
+    assert h_again.step_loss == pytest.approx(h_whole.step_loss, abs=1e-6)
+    assert h_again.eval_loss == pytest.approx(h_whole.eval_loss, abs=1e-6)
+    assert_same_weights(again, whole)
+
+
 def test_max_steps_runs_over_passes_and_schedules_to_zero():
     data = batches_of(make_classification_data(16), 4)
     h = fit(make_tiny_bert(), data, max_steps=10, lr=1e-3, warmup_ratio=0.0, device="cpu", **QUIET)
@@ -214,6 +240,35 @@ def test_evaluate_matches_a_hand_count_and_static_padding_rows_count_for_nothing
         assert out["loss"] == pytest.approx(loss, abs=1e-5) and out["accuracy"] == pytest.approx(acc)
     assert len(DeviceBatches(data, 8, static=True)) == 3           # the short batch is padded, not dropped
     assert {b["input_ids"].shape[0] for b in DeviceBatches(data, 8, static=True)} == {8}
+
+
+def test_evaluate_returns_the_predictions_of_the_same_pass_without_padding_rows():
+    data = make_classification_data(21)
+    model = make_tiny_bert(seed=3).eval()
+    with torch.no_grad():
+        logits = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"]).logits
+    batches = DeviceBatches(data, 8, static=True, mask="4d")        # 3 padding rows labelled -100
+    out = evaluate(model, batches, "cpu", predictions=True)
+    order = batches.order()                                          # evaluation order: longest first
+    assert out["predictions"].shape == (21,) and out["probabilities"].shape == (21, 2)   # padding rows left out
+    assert out["labels"].tolist() == data["labels"][order].tolist()
+    assert out["predictions"].tolist() == logits.argmax(-1)[order].tolist()
+    assert out["probabilities"] == pytest.approx(torch.softmax(logits, -1)[order].numpy(), abs=1e-5)
+    assert out["accuracy"] == pytest.approx((out["predictions"] == out["labels"]).mean())
+    plain = evaluate(model, batches, "cpu")
+    assert out["loss"] == pytest.approx(plain["loss"], abs=1e-7) and out["accuracy"] == plain["accuracy"]
+    assert len(set(out["predictions"].tolist())) == 2               # a seed whose model predicts both classes
+    with pytest.raises(CourseError, match="classification"):
+        evaluate(make_tiny_llama(), [{"input_ids": data["input_ids"], "labels": data["input_ids"]}], "cpu",
+                 task="causal_lm", predictions=True)
+
+
+def test_throughput_counts_real_rows_and_tokens_not_static_padding_copies():
+    data = make_classification_data(21)                  # 3 batches of 8: the last one gets 3 padding copies
+    h = fit(make_tiny_bert(), DeviceBatches(data, 8, static=True, mask="4d"), lr=1e-3, device="cpu", **QUIET)
+    assert h.examples == 21                              # not 24
+    assert h.tokens == int(data["attention_mask"].sum())
+    assert h.examples_per_s == pytest.approx(21 / h.train_seconds)
 
 
 def test_evaluate_reports_perplexity_from_the_training_loss():

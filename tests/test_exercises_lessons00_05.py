@@ -163,10 +163,31 @@ def test_02_3(capsys):
     fails(capsys, "02.3", lambda q, K, V, b: _online(q, K, V, b, rescale=False), hint="exp(m_old - m_new)")
     fails(capsys, "02.3", lambda q, K, V, b: _online(q, K, V, b, scale_dim=V.shape[-1]), hint="sqrt(d_k)")
 
-    def no_max(q, K, V, block):
-        p = torch.exp(K @ q / math.sqrt(q.shape[-1]))
-        return p @ V / p.sum()
+    def no_max(q, K, V, block):                 # block-wise, but without the running maximum
+        ps = [torch.exp(K[s:s + block] @ q / math.sqrt(q.shape[-1])) for s in range(0, len(K), block)]
+        return sum(p @ V[s * block:(s + 1) * block] for s, p in enumerate(ps)) / sum(p.sum() for p in ps)
     fails(capsys, "02.3", no_max, hint="overflows")
+
+    def by_split(q, K, V, block):               # K.split(block) reads blocks too: accepted
+        return _online_blocks(q, K.split(block), V.split(block))
+    passes(capsys, "02.3", by_split)
+    # the shortcuts that skip the point -- all keys at once -- are refused, however they are written
+    fails(capsys, "02.3", lambda q, K, V, b: torch.softmax(K @ q / math.sqrt(q.shape[-1]), -1) @ V,
+          hint="all of K at once")
+    fails(capsys, "02.3", lambda q, K, V, b: torch.softmax(torch.matmul(K, q) / math.sqrt(q.shape[-1]), -1)
+          @ V, hint="all of K at once")
+    fails(capsys, "02.3", lambda q, K, V, b: _online(q, K[:], V[:], len(K)), hint="reads 100 rows at once")
+    fails(capsys, "02.3", lambda q, K, V, b: _online(q, torch.stack(list(K)), V, b), hint="all of K at once")
+
+
+def _online_blocks(q, K_blocks, V_blocks):
+    m, l, acc = torch.tensor(float("-inf"), dtype=q.dtype), 0.0, 0.0
+    for k, v in zip(K_blocks, V_blocks):
+        s = k @ q / math.sqrt(q.shape[-1])
+        m_new = torch.maximum(m, s.max())
+        c, p = torch.exp(m - m_new), torch.exp(s - m_new)
+        l, acc, m = l * c + p.sum(), acc * c + p @ v, m_new
+    return acc / l
 
 
 def test_02_4(capsys):
@@ -185,6 +206,9 @@ def test_02_4(capsys):
         w = torch.softmax(mha.q_proj(x) @ mha.k_proj(x).transpose(-1, -2) / math.sqrt(mha.head_dim), -1)
         return mha.out_proj(w @ mha.v_proj(x))
     fails(capsys, "02.4", one_head, hint="one big head")
+    # the shortcut: let the module compute it
+    fails(capsys, "02.4", lambda x, mha: mha(x)[0], hint="computes the answer for you")
+    fails(capsys, "02.4", lambda x, mha: mha.forward(x)[0], hint="not part of this exercise")
 
 
 # ---- 03 -----------------------------------------------------------------------------------------
@@ -328,6 +352,11 @@ def test_05_2(capsys):
     fails(capsys, "05.2", divide_by_k, hint="same size")
     fails(capsys, "05.2", no_scaling, hint="SUM")
     fails(capsys, "05.2", no_zero, hint="zero_grad")
+
+    def one_full_batch(model, x, y, micro):      # the shortcut: the right gradient, without accumulating
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+    fails(capsys, "05.2", one_full_batch, hint="rows at once")
 
 
 def test_05_3(capsys):

@@ -163,6 +163,7 @@ def test_course_gpt_loads_from_the_gguf_cache():
     assert (_gguf_cache(ftlib.resolve_model("course-gpt")) / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_missing_hub_model_offline_is_one_clear_error(python_subprocess):
     r = python_subprocess(
         "import ftlib\n"
@@ -174,6 +175,7 @@ def test_missing_hub_model_offline_is_one_clear_error(python_subprocess):
     assert "course-bert or course-gpt" in r.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_hub_is_one_clear_error(python_subprocess):
     # a closed port on loopback stands for a hub that cannot be reached
     r = python_subprocess(
@@ -230,6 +232,7 @@ def test_mirror_only_without_mirror(tmp_path, monkeypatch):
         ftlib.load_tinyshakespeare(source="mirror")
 
 
+@pytest.mark.slow
 def test_no_mirror_and_no_hub_is_one_clear_error(python_subprocess):
     r = python_subprocess(
         "import ftlib\n"

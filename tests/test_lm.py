@@ -10,13 +10,8 @@ from ftlib import lm
 
 
 def tiny_llama(vocab=50, seed=0):
-    import transformers
-
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                   pad_token_id=0, tie_word_embeddings=True)
-    return transformers.LlamaForCausalLM(cfg).eval()
+    from conftest import make_tiny_llama
+    return make_tiny_llama(vocab=vocab, seed=seed).eval()
 
 
 def test_pack_blocks_loses_no_token_and_marks_padding():

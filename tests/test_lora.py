@@ -3,19 +3,16 @@ import copy
 
 import pytest
 import torch
-import transformers
 from torch import nn
 
 import ftlib
 from ftlib.lora import LoRALinear, add_lora, lora_layers, merge_lora
 from ftlib.strategies import count_parameters
+from conftest import make_tiny_bert
 
 
 def tiny_bert(seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=32, num_labels=2)
-    return transformers.BertForSequenceClassification(cfg).eval()
+    return make_tiny_bert(vocab=50, hidden=16, layers=2, seed=seed, dropout=0.1).eval()
 
 
 def randomise(layer: LoRALinear, seed=1):
@@ -73,8 +70,15 @@ def test_dropout_only_acts_on_the_lora_branch_in_training():
     lora.train()
     torch.testing.assert_close(lora(x), lora.base(x))      # B = 0: dropout has nothing to drop
     randomise(lora)
-    lora.eval()
-    torch.testing.assert_close(lora(x), lora(x))
+    lora.eval()                                            # evaluation: no dropout, the full update
+    torch.testing.assert_close(lora(x), lora.base(x) + x @ lora.delta_weight().T)
+    lora.train()                                           # training: dropout on x in the LoRA branch only
+    torch.manual_seed(1)
+    y = lora(x)
+    torch.manual_seed(1)
+    kept = torch.nn.functional.dropout(x, 0.5, training=True)   # the same mask, drawn the same way
+    torch.testing.assert_close(y, lora.base(x) + kept @ lora.delta_weight().T)
+    assert not torch.allclose(y, lora.base(x) + x @ lora.delta_weight().T)      # dropout did act
 
 
 def test_add_lora_counts_freezes_and_keeps_head():

@@ -105,6 +105,14 @@ def test_ece_hand_case():
         (abs(1 - 0.93) + abs(0 - 0.82) + abs(1 - 0.62) + abs(0 - 0.55)) / 4)
 
 
+def test_ece_weights_each_bin_by_its_share_of_examples():
+    # three right at 0.95 (gap 0.05), one wrong at 0.65 (gap 0.65): bins of unequal size
+    p1 = np.array([0.95, 0.95, 0.95, 0.65])
+    y = np.array([1, 1, 1, 0])
+    assert M.expected_calibration_error(p1, y, n_bins=10) == pytest.approx((3 * 0.05 + 1 * 0.65) / 4)   # 0.2
+    assert M.expected_calibration_error(p1, y, n_bins=10) != pytest.approx((0.05 + 0.65) / 2)          # not 0.35
+
+
 def test_ece_zero_when_perfectly_calibrated_and_binary_vector_form():
     # 10 examples at confidence 0.8, 8 of them right
     p1 = np.full(10, 0.8)
@@ -254,8 +262,8 @@ def test_bleu_char_tokenisation_for_chinese():
     assert M.corpus_bleu(["我喜欢猫。"], ["我喜欢狗。"], tokenize="13a", smooth=True) < 10
 
 
-def test_bleu_matches_sacrebleu_if_installed():
-    sacrebleu = pytest.importorskip("sacrebleu")
+def test_bleu_matches_sacrebleu():
+    import sacrebleu                      # a test dependency: this comparison must run, never skip
     import random
     rng = random.Random(0)
     words = 'the a cat dog sat on mat , . 1-2 3.5 it\'s "q" (x) & The 猫 坐 垫子 。'.split()

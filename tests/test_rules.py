@@ -163,11 +163,8 @@ def test_constraint_loss_bad_input():
 
 
 def _tiny_model():
-    import transformers
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, num_labels=2)
-    return transformers.BertForSequenceClassification(cfg)
+    from conftest import make_tiny_bert
+    return make_tiny_bert(vocab=50, hidden=16, layers=1, dropout=0.1)
 
 
 def test_rule_prior_looks_up_each_row_and_mixes_the_losses():

@@ -1,22 +1,18 @@
 """ftlib.strategies on a tiny random BERT (fast, no download)."""
 import pytest
 import torch
-import transformers
 
 import ftlib
 from ftlib.strategies import (GradualUnfreezing, PeakMemory, count_parameters, encoder_layers, freeze,
                               freeze_bottom_layers, layer_depth, layerwise_lr_groups, unfreeze)
 from ftlib.train import fit
+from conftest import make_tiny_bert
 
 N_LAYERS = 3
 
 
 def tiny_bert(seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=N_LAYERS,
-                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                                  num_labels=2)
-    return transformers.BertForSequenceClassification(cfg)
+    return make_tiny_bert(vocab=50, hidden=16, layers=N_LAYERS, seed=seed, dropout=0.1)
 
 
 def trainable_names(model):

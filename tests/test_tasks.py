@@ -57,6 +57,27 @@ def test_bio_spans_and_entity_f1():
         tasks.entity_f1([[0, 1]], [[0]])
 
 
+@pytest.mark.filterwarnings("ignore:.*ill-defined")        # seqeval on sequences with no entity: 0, as ours
+def test_entity_f1_matches_seqeval_on_random_and_broken_sequences():
+    """seqeval (default mode, the CoNLL script's rules) is the reference, on random BIO sequences that
+    include what a tagger really produces: I- without a B-, I- of another type, entities at the ends."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    import random
+
+    rng = random.Random(0)
+    for trial in range(200):
+        n_seqs = rng.randint(1, 5)
+        true = [[rng.choice(tasks.NER_TAGS) for _ in range(rng.randint(1, 12))] for _ in range(n_seqs)]
+        pred = [[t if rng.random() < 0.6 else rng.choice(tasks.NER_TAGS) for t in seq] for seq in true]
+        ours = tasks.entity_f1(true, pred)
+        assert ours["precision"] == pytest.approx(precision_score(true, pred), abs=1e-12), (true, pred)
+        assert ours["recall"] == pytest.approx(recall_score(true, pred), abs=1e-12), (true, pred)
+        assert ours["f1"] == pytest.approx(f1_score(true, pred), abs=1e-12), (true, pred)
+    # what entity-level scoring rejects and a token-level score would accept: one tag short is a miss
+    true, pred = [["B-PER", "I-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O", "O"]]
+    assert tasks.entity_f1(true, pred)["f1"] == f1_score(true, pred) == 0.0
+
+
 def test_qa_features_map_answers_to_tokens(bert_tok):
     d = tasks.make_qa_data(20, "test", seed=2)
     f = tasks.qa_features(bert_tok, d["question"], d["context"], d["answer"], d["answer_start"])

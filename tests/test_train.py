@@ -10,6 +10,7 @@ import ftlib
 from ftlib import CourseError
 from ftlib.text import LengthGroupedSampler, count_padding, make_loader, tokenize_dataset
 from ftlib.train import evaluate, fit, linear_schedule, make_optimizer, predict
+from conftest import make_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +26,7 @@ def sst2_small():
 
 def tiny_model(tokenizer, seed=0, dropout=0.1, vocab_size=None):
     """A random 2-layer BERT (hidden 32) that uses course-bert's vocabulary."""
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=vocab_size or len(tokenizer), hidden_size=32,
-                                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=128, num_labels=2,
-                                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return transformers.BertForSequenceClassification(config)
+    return make_tiny_bert(vocab=vocab_size or len(tokenizer), seed=seed, dropout=dropout)
 
 
 def tiny_loader(ds, tokenizer, batch_size=8, **kw):
@@ -76,6 +72,41 @@ def test_length_grouping_keeps_every_example_once_and_pads_less(tokenizer):
     order = list(sampler)
     assert sorted(order) == list(range(100))
     assert order != list(sampler)          # a new order every pass
+
+
+def test_length_grouped_order_is_the_documented_algorithm():
+    """A reference written from the docstring: permute, sort each mega-batch longest first, cut into
+    batches, shuffle the full batches (the short one last). Unshuffled batches or unsorted mega-batches
+    give another order."""
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.randint(1, 60, (103,), generator=g).tolist()
+
+    def reference(seed, bs=8, mult=4):
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(lengths), generator=gen).tolist()
+        batches = []
+        for s in range(0, len(perm), bs * mult):
+            mega = sorted(perm[s:s + bs * mult], key=lambda i: -lengths[i])
+            batches += [mega[j:j + bs] for j in range(0, len(mega), bs)]
+        full = [b for b in batches if len(b) == bs]
+        short = [b for b in batches if len(b) < bs]
+        order = torch.randperm(len(full), generator=gen).tolist()
+        return [i for b in [full[k] for k in order] + short for i in b]
+
+    for seed in (0, 1):
+        got = list(LengthGroupedSampler(lengths, 8, mega_batch_mult=4, generator=torch.Generator().manual_seed(seed)))
+        assert got == reference(seed)
+    batch_max = [max(lengths[i] for i in got[j:j + 8]) for j in range(0, 96, 8)]
+    assert batch_max != sorted(batch_max, reverse=True)        # the batches are not left longest first
+
+
+def test_make_loader_shuffles_by_its_seed(tokenizer, sst2_small):
+    tok = tokenize_dataset(sst2_small, tokenizer, max_length=32)
+    for kw in (dict(shuffle=True), dict(group_by_length=True)):
+        def first_labels(seed):
+            return [b["labels"].tolist() for b in make_loader(tok, tokenizer, 8, seed=seed, **kw)]
+        assert first_labels(0) == first_labels(0)               # the same seed, the same order
+        assert first_labels(0) != first_labels(1)               # another seed, another order
 
 
 def test_bad_data_raises_course_errors(tokenizer, sst2_small):

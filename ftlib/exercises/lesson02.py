@@ -122,6 +122,51 @@ def _no_rescale(q, K, V, block):
     return acc / l
 
 
+class _BlockwiseOnly:
+    """K or V as 02.3 hands them over: rows can be read ``block`` at a time (``K[s:s + block]``), and
+    nothing else -- so an answer that attends over all keys at once cannot pass."""
+
+    def __init__(self, t, block: int, name: str):
+        self._t, self._block, self._name = t, block, name
+        self.shape, self.dtype, self.device, self.ndim = t.shape, t.dtype, t.device, t.ndim
+
+    def __len__(self):
+        return len(self._t)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def split(self, size, dim=0):
+        """``K.split(block)``: the blocks themselves (fine); a bigger piece is not."""
+        if dim in (0, -self.ndim) and size <= self._block:
+            return self._t.split(size, dim)
+        return self._whole()
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(len(self._t))
+            if stop - start <= self._block:
+                return self._t[key]
+            raise Wrong(f"{self._name}[{key.start}:{key.stop}] reads {stop - start} rows at once, but the point of "
+                        f"online attention is to look at only block={self._block} keys at a time: loop over "
+                        f"{self._name}[start:start + block].")
+        raise Wrong(f"Read {self._name} in blocks of rows, {self._name}[start:start + block] (got index {key!r}).")
+
+    def _whole(self, *args, **kwargs):
+        raise Wrong(f"That uses all of {self._name} at once (the n x d matrix a fused kernel never holds): "
+                    f"read it block by block, {self._name}[start:start + block], and combine the blocks with a "
+                    "running maximum and running sums.")
+
+    __matmul__ = __rmatmul__ = __array__ = __iter__ = _whole
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        for a in (*args, *(kwargs or {}).values()):
+            if isinstance(a, cls):
+                a._whole()
+        return NotImplemented
+
+
 @exercise("02.3")
 def check_online(online_attention):
     if not callable(online_attention):
@@ -134,7 +179,7 @@ def check_online(online_attention):
     V = torch.randn(100, 8, generator=gen, dtype=torch.float64)
     want = scaled_dot_product_attention(q[None], K, V)[0][0]
     for block in (16, 7, 1, 100, 128):
-        got = torch.as_tensor(online_attention(q, K, V, block))
+        got = torch.as_tensor(online_attention(q, _BlockwiseOnly(K, block, "K"), _BlockwiseOnly(V, block, "V"), block))
         if _same(got, want):
             continue
         if _same(got, _attend(q, K, V, 1 / math.sqrt(V.shape[-1]))):
@@ -148,7 +193,7 @@ def check_online(online_attention):
                         "exp(m_old - m_new) before adding the new block.")
         close(got, want, what=f"online_attention(q, K, V, block={block})")
     # Scores in the thousands: exp() without the running maximum overflows.
-    big = torch.as_tensor(online_attention(q * 1000, K, V, 16))
+    big = torch.as_tensor(online_attention(q * 1000, _BlockwiseOnly(K, 16, "K"), _BlockwiseOnly(V, 16, "V"), 16))
     if not torch.isfinite(big).all():
         raise Wrong("For large scores exp(s) overflows to inf: subtract the running maximum before exp.")
     close(big, scaled_dot_product_attention(q[None] * 1000, K, V)[0][0], what="the result for large scores")
@@ -166,6 +211,22 @@ def _heads_by_hand(x, mha, scale, split=True, out=True):
     return mha.out_proj(y) if out else y
 
 
+class _ProjectionsOnly:
+    """What 02.4 hands over: the four projections and the sizes of a MultiHeadAttention, but not its forward."""
+
+    def __init__(self, mha):
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj", "n_heads", "head_dim", "d_model"):
+            setattr(self, name, getattr(mha, name))
+
+    def __call__(self, *args, **kwargs):
+        raise Wrong("mha(x) computes the answer for you: build it from mha.q_proj, k_proj, v_proj and out_proj "
+                    "alone (split into heads, attend in each head, put the heads side by side, project).")
+
+    def __getattr__(self, name):
+        raise Wrong(f"mha.{name} is not part of this exercise: use only mha.q_proj, k_proj, v_proj, out_proj, "
+                    "n_heads (and head_dim, d_model).")
+
+
 @exercise("02.4")
 def check_multi_head(multi_head):
     if not callable(multi_head):
@@ -177,7 +238,7 @@ def check_multi_head(multi_head):
     x = torch.randn(2, 5, 24, dtype=torch.float64)
     with torch.no_grad():
         want = mha(x)[0]
-        got = torch.as_tensor(multi_head(x, mha)).detach()
+        got = torch.as_tensor(multi_head(x, _ProjectionsOnly(mha))).detach()
         if got.shape != want.shape:
             raise Wrong(f"The output should have shape {tuple(want.shape)} (batch, seq, d_model), got {tuple(got.shape)}.")
         if _same(got, want):

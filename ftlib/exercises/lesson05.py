@@ -82,6 +82,14 @@ def check_accumulate(accumulate):
         model = copy.deepcopy(base)
         for p in model.parameters():                   # left over from a previous step
             p.grad = torch.ones_like(p)
+
+        def at_most_micro(module, args, micro=micro):  # the full batch "does not fit": refuse it
+            rows = args[0].shape[0] if args and hasattr(args[0], "shape") and args[0].ndim > 1 else 1
+            if rows > micro:
+                raise Wrong(f"accumulate ran the model on {rows} rows at once, but micro_batch_size={micro}: the "
+                            "point is that only that many fit in memory. Split x and y with "
+                            ".split(micro_batch_size) and run one micro-batch at a time.")
+        model.register_forward_pre_hook(at_most_micro)
         accumulate(model, x.clone(), y.clone(), micro)
         if any(p.grad is None for p in model.parameters()):
             raise Wrong("After accumulate, every parameter's .grad should hold the gradient: call .backward() "
