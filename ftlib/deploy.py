@@ -457,6 +457,18 @@ def export_classifier(model, tokenizer, example_sentences, max_length: int = 512
     Returns a ``torch.export.ExportedProgram``; call ``program.module()(input_ids,
     attention_mask, token_type_ids)`` to run it, ``torch.export.save(program, "x.pt2")`` to keep it.
     """
+    args, shapes = _export_inputs(tokenizer, example_sentences, max_length)
+    wrapped = _Logits(copy.deepcopy(model).cpu().eval()).eval()
+    with torch.no_grad():
+        return torch.export.export(wrapped, args, dynamic_shapes=shapes)
+
+
+_EXPORT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _export_inputs(tokenizer, example_sentences, max_length: int):
+    """The example inputs (in :data:`_EXPORT_INPUTS` order) and their dynamic batch and length axes,
+    shared by :func:`export_classifier` and :func:`export_onnx`."""
     from torch.export import Dim
 
     example_sentences = list(example_sentences)
@@ -467,11 +479,7 @@ def export_classifier(model, tokenizer, example_sentences, max_length: int = 512
     if "token_type_ids" not in enc:
         enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
     batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=max_length)
-    shapes = {k: {0: batch, 1: seq} for k in ("input_ids", "attention_mask", "token_type_ids")}
-    wrapped = _Logits(copy.deepcopy(model).cpu().eval()).eval()
-    args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-    with torch.no_grad():
-        return torch.export.export(wrapped, args, dynamic_shapes=shapes)
+    return tuple(enc[k] for k in _EXPORT_INPUTS), {k: {0: batch, 1: seq} for k in _EXPORT_INPUTS}
 
 
 def _need_onnx(*packages: str):
@@ -498,20 +506,11 @@ def export_onnx(model, tokenizer, path, example_sentences=None, max_length: int 
     _need_onnx("onnx", "onnxscript", "onnxruntime")
     import logging
 
-    from torch.export import Dim
-
     path = Path(path).expanduser()
     if path.suffix != ".onnx":
         raise CourseError(f"Give the ONNX file a name ending in .onnx, got {path.name!r}.")
-    example_sentences = list(example_sentences or ["a short one .", "a somewhat longer example sentence ."])
-    if len(example_sentences) < 2:
-        raise CourseError("Give at least two example sentences of different lengths, so the batch and "
-                          "sequence sizes can be traced as dynamic.")
-    enc = tokenizer(example_sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    if "token_type_ids" not in enc:
-        enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
-    batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=max_length)
-    names = ("input_ids", "attention_mask", "token_type_ids")
+    args, shapes = _export_inputs(tokenizer, example_sentences or ["a short one .", "a somewhat longer example sentence ."],
+                                  max_length)
     wrapped = _Logits(copy.deepcopy(model).cpu().float().eval()).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_logger = logging.getLogger("torch.onnx")
@@ -520,8 +519,8 @@ def export_onnx(model, tokenizer, path, example_sentences=None, max_length: int 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # the exporter's deprecation and axis-name notes
-            torch.onnx.export(wrapped, tuple(enc[k] for k in names), str(path), input_names=list(names),
-                              output_names=["logits"], dynamic_shapes={k: {0: batch, 1: seq} for k in names},
+            torch.onnx.export(wrapped, args, str(path), input_names=list(_EXPORT_INPUTS),
+                              output_names=["logits"], dynamic_shapes=shapes,
                               dynamo=True, external_data=False, verbose=False)
     finally:
         onnx_logger.setLevel(level)

@@ -58,8 +58,12 @@ def classification_loss(model, batch: dict, loss_fn=None):
 
     ``loss_fn(logits, labels, model)``: a training loss of your own (class weights, an L1
     penalty, a rule constraint ...) instead of the mean cross-entropy."""
-    return _score(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float(), batch["labels"],
-                  model, loss_fn)
+    return _score(_logits(model, batch), batch["labels"], model, loss_fn)
+
+
+def _logits(model, batch: dict):
+    """A classifier's float32 logits for a batch (its labels are not passed to the model)."""
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
 
 
 def _score(logits, labels, model=None, loss_fn=None):
@@ -301,8 +305,7 @@ def evaluate(model, batches, device=None, *, task="classification", dtype=None, 
             _check_model_inputs(model, batch=batch)
         with autocast(device, dtype):
             if predictions:
-                labels = batch["labels"]
-                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+                labels, logits = batch["labels"], _logits(model, batch)
                 loss, items, right = _score(logits, labels)
                 keep = labels != IGNORE
                 kept["predictions"].append(logits.argmax(-1)[keep])

@@ -147,15 +147,9 @@ def test_02_2(capsys):
 
 
 def _online(q, K, V, block, rescale=True, scale_dim=None):
-    d = q.shape[-1] if scale_dim is None else scale_dim
-    m, l, acc = torch.tensor(float("-inf"), dtype=q.dtype), 0.0, torch.zeros(V.shape[-1], dtype=q.dtype)
-    for s0 in range(0, len(K), block):
-        s = K[s0:s0 + block] @ q / math.sqrt(d)
-        m_new = torch.maximum(m, s.max())
-        c = torch.exp(m - m_new) if rescale else 1.0
-        p = torch.exp(s - m_new)
-        l, acc, m = l * c + p.sum(), acc * c + p @ V[s0:s0 + block], m_new
-    return acc / l
+    """Online attention reading ``block`` rows of K and V at a time (the reference answer, or a mistake)."""
+    starts = range(0, len(K), block)
+    return _online_blocks(q, [K[s:s + block] for s in starts], [V[s:s + block] for s in starts], rescale, scale_dim)
 
 
 def test_02_3(capsys):
@@ -180,12 +174,14 @@ def test_02_3(capsys):
     fails(capsys, "02.3", lambda q, K, V, b: _online(q, torch.stack(list(K)), V, b), hint="all of K at once")
 
 
-def _online_blocks(q, K_blocks, V_blocks):
+def _online_blocks(q, K_blocks, V_blocks, rescale=True, scale_dim=None):
+    d = q.shape[-1] if scale_dim is None else scale_dim
     m, l, acc = torch.tensor(float("-inf"), dtype=q.dtype), 0.0, 0.0
     for k, v in zip(K_blocks, V_blocks):
-        s = k @ q / math.sqrt(q.shape[-1])
+        s = k @ q / math.sqrt(d)
         m_new = torch.maximum(m, s.max())
-        c, p = torch.exp(m - m_new), torch.exp(s - m_new)
+        c = torch.exp(m - m_new) if rescale else 1.0
+        p = torch.exp(s - m_new)
         l, acc, m = l * c + p.sum(), acc * c + p @ v, m_new
     return acc / l
 
