@@ -2,7 +2,8 @@
 #
 #   make course   set up, then open the notebooks in JupyterLab      (README command 1)
 #   make test     set up, then run unit tests + every notebook        (README command 2)
-#   make book     set up, then build the static book (executes notebooks, cached)
+#   make book     set up, then build the static book from the notebooks `make test` executed
+#                 (executes any notebook with no fresh executed copy; see CONTRIBUTING.md)
 #   make serve    serve the built book on http://127.0.0.1:8000
 #   make nb-clean       strip notebooks to their stored form (see CONTRIBUTING.md)
 #   make nb-refresh NB=notebooks/01_x.ipynb   re-run a notebook and store its checked outputs
@@ -15,6 +16,8 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8888
 # Jupyter refuses to run as root (containers, CI images) unless told it may.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+# More JupyterLab options, e.g. LAB_EXTRA="--no-browser" (tests/test_lab.py starts `make course` so).
+LAB_EXTRA ?=
 
 # Data mirror (see data/README.md): an explicit FTLIB_DATA_DIR wins; otherwise the first
 # mirror folder that exists is used; with none, ftlib loads the data sets from the hub.
@@ -36,7 +39,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 course: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) $(LAB_ARGS) $(LAB_EXTRA)
 
 test: setup
 	$(PY) -m pytest

@@ -1,6 +1,6 @@
-"""The course as a whole: notebooks stored clean, in order, listed in the book and README; the book builds."""
+"""The course as a whole: notebooks stored clean, in order, listed in the book and README (the book's build and
+pages are tested in tests/test_site.py)."""
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -67,18 +67,6 @@ def test_every_notebook_is_in_the_readme_syllabus():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in NOTEBOOKS:
         assert f"notebooks/{path.name}" in readme, f"README.md's syllabus does not link {path.name}"
-
-
-@pytest.mark.slow
-def test_the_book_builds_a_page_per_notebook(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "book.py"), "--no-execute", "--out", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, f"book build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    html = tmp_path / "_build" / "html"
-    for f in toc_files():
-        page = html / (f + ".html")
-        assert page.is_file(), f"no page for {f}"
-    assert (html / "index.html").is_file()
 
 
 def test_every_mutation_of_the_mutation_check_applies_to_todays_code():

@@ -1,0 +1,102 @@
+"""Executed copies of the notebooks: the outputs the book shows, written by the test run.
+
+The notebooks are stored almost without outputs (see tools/nb.py). When pytest executes a notebook
+(nbval, in `make test`), conftest.py hands every cell's outputs to :func:`write`, which saves the
+whole executed notebook under ``book/_build/executed/`` together with how it was produced: the run
+budget, the machine, the library versions, the time it took, and a hash of what it was produced
+from (the stored notebook and ftlib's source). tools/book.py builds the site from these copies, so
+CI executes each notebook once, and a copy whose notebook or ftlib has changed since is stale and
+is never shown.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTED_DIR = Path(os.environ.get("FTLIB_EXECUTED_DIR") or ROOT / "book" / "_build" / "executed")
+RUN_KEY = "ftlib_run"
+
+
+def source_hash(notebook: Path) -> str:
+    """What an executed copy was produced from: the stored notebook and every ftlib module."""
+    h = hashlib.sha256(Path(notebook).read_bytes())
+    for f in sorted((ROOT / "ftlib").glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """The hardware and versions that produce a run's outputs."""
+    import torch
+    import transformers
+
+    if torch.cuda.is_available():
+        accelerator = torch.cuda.get_device_name(0)
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        accelerator = "Apple MPS"
+    else:
+        accelerator = "none (CPU only)"
+    return {
+        "cpu": f"{_cpu()}, {os.cpu_count()} logical cores",
+        "accelerator": accelerator,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def copy_path(notebook: Path) -> Path:
+    return EXECUTED_DIR / Path(notebook).name
+
+
+def write(nb, notebook: Path, seconds: float) -> Path:
+    """Save ``nb`` (the notebook with the outputs of a complete, passing run) as the executed copy."""
+    nb = nbformat.from_dict(nb)
+    nb.metadata[RUN_KEY] = {
+        "budget": os.environ.get("FTLIB_BUDGET", "unset"),
+        "seconds": round(seconds, 1),
+        "date": _dt.date.today().isoformat(),
+        "source_hash": source_hash(notebook),
+        **machine(),
+    }
+    path = copy_path(notebook)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def discard(notebook: Path) -> None:
+    """A run that failed or did not run every cell leaves no copy behind (an older copy would be stale)."""
+    copy_path(notebook).unlink(missing_ok=True)
+
+
+def run_info(notebook: Path) -> dict | None:
+    """The run record of ``notebook``'s executed copy, or None if there is none or it is stale."""
+    path = copy_path(notebook)
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get(RUN_KEY)
+    if not info or info.get("source_hash") != source_hash(notebook):
+        return None
+    return info
