@@ -30,6 +30,8 @@ module             what it keeps                               notebook
 ``ftlib.deploy``   save/load, compress, export, serve, drift   12
 ``ftlib.tasks``    NER, extractive QA, decoder translation     13
 ``ftlib.exercises``  the checks of every lesson's exercises    all
+``ftlib.memory``   bytes per parameter by recipe, GPU table    (scaling out)
+``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  (scaling out)
 =================  ==========================================  ========
 """
 

@@ -8,7 +8,8 @@ The rules (derived in notebook 00):
   several PyTorch releases, and the speed-up is small for these model sizes;
 * CPU       -> float32.
 
-``FTLIB_DEVICE`` (cpu, cuda, cuda:1, mps) overrides the automatic choice.
+``FTLIB_DEVICE`` (cpu, cuda, cuda:1, mps) overrides the automatic choice; under ``torchrun`` each
+process picks the GPU of its ``LOCAL_RANK``.
 
 Measuring, for every lesson that times or sizes a run: :func:`sync` (wait for the device
 before reading a clock), :class:`PeakMemory` (peak memory of a block of code) and
@@ -42,8 +43,9 @@ def pick_device(prefer: str | None = None) -> torch.device:
             raise CourseError(f"Device {want!r} was asked for, but MPS is not available here. "
                               "Unset FTLIB_DEVICE to let ftlib choose.")
         return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if torch.cuda.is_available():                  # under torchrun (LOCAL_RANK set): this process's own GPU
+        local = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local)) if local else torch.device("cuda")
     if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -26,12 +26,19 @@ tagging, question answering and translation (13), distillation (12) -- goes thro
   and the position (epoch, batch, step): ``fit(..., resume=True)`` continues a stopped run
   to the same result. A checkpoint is written to a temporary file and renamed, and only
   after the losses since the last one were checked: a NaN/inf loss, or a loss that grew
-  ``diverge_factor`` times above the first one, raises :class:`ftlib.CourseError` instead.
+  ``diverge_factor`` times above the first one, raises :class:`ftlib.CourseError` instead;
+* **one process or many** -- started by ``torchrun --nproc_per_node=N`` (gloo on the CPU, NCCL
+  on GPUs), the same ``fit`` trains data-parallel (:mod:`ftlib.distributed`): each process
+  takes its shard of every global batch, DistributedDataParallel averages the gradients, the
+  losses and evaluation sums are reduced over the processes, only rank 0 prints and writes
+  checkpoints, and a checkpoint resumes on any number of processes. The global batch and the
+  optimiser steps are those of the one-process run, so the weights are the same (to rounding).
 
 :func:`predict` labels new sentences; :func:`plot_history` draws a run.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -45,6 +52,7 @@ import torch.nn.functional as F
 
 from ftlib.device import autocast, pick_device, pick_dtype, sync
 from ftlib.batches import IGNORE
+from ftlib import distributed
 from ftlib.errors import CourseError
 from ftlib.lm import causal_lm_loss, chunked_lm_loss
 
@@ -299,8 +307,15 @@ def evaluate(model, batches, device=None, *, task="classification", dtype=None, 
     correct = torch.zeros((), dtype=torch.long, device=device)
     has_correct = False
     kept = {"predictions": [], "labels": [], "probabilities": []}
+    parts = distributed.world()                        # > 1: this process scores its shard of each batch
     for batch in batches:
         batch = _to(batch, device)
+        if parts > 1:
+            batch = distributed.shard(batch, distributed.rank(), parts)
+            if next(iter(batch.values())).shape[0] == 0:      # fewer rows than processes
+                for v in kept.values():
+                    v.append(None)
+                continue
         if device.type == "cpu":                       # reading ids on a GPU would sync every batch
             _check_model_inputs(model, batch=batch)
         with autocast(device, dtype):
@@ -313,12 +328,18 @@ def evaluate(model, batches, device=None, *, task="classification", dtype=None, 
                 kept["probabilities"].append(torch.softmax(logits, -1)[keep])
             else:
                 loss, items, right = compute(batch) if compute is not None else loss_of(model, batch)
+        if parts > 1:                                  # a shard of static padding rows only: mean of nothing
+            loss = torch.where(torch.as_tensor(items, device=device) > 0, loss, torch.zeros_like(loss))
         total += loss.double() * items
         n += items
         if right is not None:
             correct += right
             has_correct = True
     model.train(was_training)
+    if parts > 1:                                      # the sums of every process
+        sums = distributed.all_reduce_sum(torch.stack([total, n.double(), correct.double(),
+                                                       torch.tensor(float(has_correct), device=device)]))
+        total, n, correct, has_correct = sums[0], sums[1].round().long(), sums[2].round().long(), bool(sums[3] > 0)
     n = int(n)
     if n == 0:
         raise CourseError("The evaluation batches hold no examples (or every label is -100): is the set empty?")
@@ -328,7 +349,12 @@ def evaluate(model, batches, device=None, *, task="classification", dtype=None, 
     if task == "causal_lm":
         from ftlib.metrics import perplexity
         out["perplexity"] = perplexity(out["loss"])
-    if predictions:
+    if predictions and parts > 1:                     # every shard, in the order of the global batches
+        mine = {k: [None if t is None else t.cpu().numpy() for t in v] for k, v in kept.items()}
+        every = distributed.gather_objects(mine)
+        out.update({k: np.concatenate([g[k][b] for b in range(len(mine[k])) for g in every if g[k][b] is not None])
+                    for k in mine})
+    elif predictions:
         out.update({k: torch.cat(v).cpu().numpy() for k, v in kept.items()})
     return out
 
@@ -356,9 +382,20 @@ def _compile(model, loss_of, mode):
     return replay
 
 
-def _warm_up(model, runs, device, dtype, gen):
+def _call(module, batch):
+    return module(batch)
+
+
+def _checksum(batch) -> int:
+    """An order-sensitive sum of a batch's first tensor (to compare the batches of two processes)."""
+    t = next(iter(batch.values())).flatten().long()
+    return int((t * torch.arange(1, t.numel() + 1, device=t.device)).sum())
+
+
+def _warm_up(model, runs, device, dtype, gen, shard=None):
     """Compile every batch shape before the clock: ``runs`` are ``(compute, batches, grad)`` for
-    training (with a backward pass) and evaluation. Changes no weight and no random state."""
+    training (with a backward pass) and evaluation; ``shard``: this process's rows of a batch (data
+    parallel). Changes no weight and no random state."""
     state = _rng_state(gen)
     t0 = time.perf_counter()
     for compute, batches, grad in runs:
@@ -366,8 +403,9 @@ def _warm_up(model, runs, device, dtype, gen):
             continue
         model.train(grad)
         for batch in batches.warmup_batches():
+            batch = _to(batch, device) if shard is None else shard(_to(batch, device))
             with torch.set_grad_enabled(grad), autocast(device, dtype):
-                loss = compute(_to(batch, device))[0]
+                loss = compute(batch)[0]
             if grad:
                 loss.backward()
     model.zero_grad(set_to_none=True)
@@ -439,6 +477,10 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
     device = torch.device(device) if device is not None else (
         getattr(train_batches, "device", None) or pick_device())
     dtype = dtype or (pick_dtype(device) if mixed_precision else torch.float32)
+    parallel = distributed.init_from_env(device) > 1      # started by torchrun: data parallel
+    if parallel:                                          # rank 0 alone prints, draws and writes
+        device, main = distributed.local_device(device), distributed.is_main()
+        progress, verbose, plot = progress and main, verbose and main, plot and main
     model.to(device)
     steps_per_epoch = math.ceil(n_batches / grad_accum_steps)
     if epochs is None:
@@ -473,16 +515,23 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
             print(f"resuming from {ckpt}: epoch {pos['epoch'] + 1}, step {pos['step']} of {total_steps}")
     elif resume and verbose:
         print(f"no checkpoint in {checkpoint_dir} yet: starting from the beginning")
+    dp = distributed.DataParallel(model, loss_of, device) if parallel else None
+    if dp is not None:
+        dp.check_same("numbers of training batches", n_batches)
 
     def compute(batch):
         return loss_of(model, batch)
+    if dp is not None:                                    # training runs the task through DDP's forward
+        compute = dp.compute
     eval_compute = None                                   # evaluation: the task's own loss, eagerly
     if compile:
         compute = eval_compute = _compile(model, loss_of, compile)
+        if dp is not None:
+            compute = _compile(dp.module, _call, compile)
         if loss_fn is not None:                           # a loss of your own trains; plain CE evaluates
             eval_compute = _compile(model, _task(eval_task), compile)
         history.compile_seconds += _warm_up(model, [(compute, train_batches, True), (eval_compute, eval_batches, False)],
-                                            device, dtype, gen)
+                                            device, dtype, gen, shard=dp.shard if dp is not None else None)
 
     pending = []                                          # (loss tensor, lr) of steps not read yet
 
@@ -490,7 +539,8 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
         """Read the pending step losses from the device (one sync) and check them."""
         if not pending:
             return
-        values = torch.stack([loss for loss, _ in pending]).tolist()
+        values = torch.stack([loss for loss, _ in pending])
+        values = (values if dp is None else dp.mean(values)).tolist()   # data parallel: the global batch's loss
         for value, (_, step_lr) in zip(values, pending):
             step = len(history.step_loss) + 1
             if not math.isfinite(value):
@@ -510,10 +560,13 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
     def save():
         if ckpt is not None:
             flush()
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "config": config, "position": dict(pos), "history": asdict(history),
-                          "best_weights": best_weights, "rng": _rng_state(gen)}, ckpt)
+            if dp is None or dp.rank == 0:                # one file, the same for any number of processes
+                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                              "config": config, "position": dict(pos), "history": asdict(history),
+                              "best_weights": best_weights, "rng": _rng_state(gen)}, ckpt)
+            if dp is not None:
+                distributed.barrier()
 
     live = _LivePlot(plot)
     bar = tqdm(total=total_steps, initial=pos["step"], desc="training", disable=not progress)
@@ -540,12 +593,18 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
         t_train = time.perf_counter()
         for i, batch in enumerate(batches, start=pos["batch"]):
             batch = _to(batch, device)
+            if dp is not None:
+                if i == pos["batch"]:                      # once an epoch: the same global batches everywhere?
+                    dp.check_same("first batches of the epoch", _checksum(batch))
+                batch = dp.shard(batch)
             if check_inputs:
                 _check_model_inputs(model, batch=batch)
             group = min(grad_accum_steps, n_batches - (i // grad_accum_steps) * grad_accum_steps)
-            with autocast(device, dtype):
-                loss = compute(batch)[0]
-            scaler.scale(loss / group).backward()
+            last = not ((i + 1) % grad_accum_steps and i + 1 < n_batches)
+            with contextlib.nullcontext() if dp is None else dp.no_sync(last):
+                with autocast(device, dtype):
+                    loss = compute(batch)[0] if dp is None else dp.weigh(*compute(batch)[:2])
+                scaler.scale(loss / group).backward()
             group_loss += loss.detach().float() / group
             examples += _rows(batch)
             tokens += _count_tokens(batch)
@@ -568,6 +627,8 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
                 info = dict(step=pos["step"], epoch=epoch + 1, loss=history.step_loss[-1],
                             lr=history.step_lr[-1], total_steps=total_steps)
                 stop = any([bool(cb(info)) for cb in callbacks])
+                if dp is not None:                         # one process asks: every process stops
+                    stop = dp.any(stop)
             if stop or (checkpoint_every and pos["step"] % checkpoint_every == 0):
                 save()                                 # (a stopped run can be resumed from here)
             if stop:
@@ -584,6 +645,8 @@ def fit(model, train_batches, eval_batches=None, *, task="classification", epoch
         flush()
         sync(device)
         history.train_seconds += time.perf_counter() - t_train
+        if dp is not None:
+            examples, tokens = distributed.all_reduce_sum(examples), distributed.all_reduce_sum(tokens)
         history.examples += int(examples)
         history.tokens += int(tokens)
         if history.stopped == "callback":

@@ -53,6 +53,7 @@ LORA = ("tests/test_lora.py",)
 METRICS = ("tests/test_metrics.py",)
 LM = ("tests/test_lm.py",)
 BENCH = ("tests/test_bench.py",)
+DIST = ("tests/test_distributed.py",)
 
 MUTATIONS = [
     # ------------------------------------------------------------------ losses (lesson 01)
@@ -182,6 +183,14 @@ MUTATIONS = [
              "the Trainer baseline runs without warm-up (M6)", BENCH),
     Mutation("H2", "ftlib/bench.py", "lr_scheduler_type=\"linear\"", "lr_scheduler_type=\"constant\"",
              "the Trainer baseline without linear decay", BENCH),
+    # --------------------------------------------------- data parallelism (torchrun, gloo)
+    Mutation("D1", "ftlib/distributed.py", "return loss * (items * self.world / total.clamp(min=1))",
+             "return loss", "every process's mean loss weighted alike, whatever its share of the items", DIST),
+    Mutation("D2", "ftlib/train.py",
+             "examples, tokens = distributed.all_reduce_sum(examples), distributed.all_reduce_sum(tokens)",
+             "pass", "example and token counts of rank 0 only", DIST),
+    Mutation("D3", "ftlib/train.py", "            dp.check_same(\"first batches of the epoch\", _checksum(batch))\n",
+             "            pass\n", "no check that every process builds the same global batches", DIST),
 ]
 
 IGNORE_DIRS = {".git", ".venv", "notebooks", "results", "book", "data", "__pycache__", ".pytest_cache",
