@@ -54,6 +54,8 @@ def pytest_runtest_call(item):
     run = _RUNS.setdefault(item.parent, {"start": _time.time(), "ran": 0, "failed": False})
     outcome = yield
     run["ran"] += 1
+    if outcome.excinfo is not None:
+        executed.log(f"{item.nodeid}: {outcome.excinfo[0].__name__}")
     run["failed"] |= outcome.excinfo is not None
     item.cell.outputs = list(item.test_outputs or [])
     item.cell.execution_count = run["ran"]
@@ -77,5 +79,7 @@ def pytest_runtest_teardown(item, nextitem):
     code_cells = sum(c.cell_type == "code" for c in nb.cells)
     if run and not run["failed"] and run["ran"] == code_cells:
         executed.write(nb, path, _time.time() - run["start"])
+        executed.log(f"wrote {path.name}: {run['ran']} cells in {_time.time() - run['start']:.0f} s")
     else:
         executed.discard(path)
+        executed.log(f"no copy of {path.name}: run={run}, code cells={code_cells}")

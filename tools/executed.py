@@ -86,6 +86,13 @@ def write(nb, notebook: Path, seconds: float) -> Path:
     return path
 
 
+def log(line: str) -> None:
+    """What the test run did with each notebook's copy (``_runs.log`` beside the copies)."""
+    EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
+    with open(EXECUTED_DIR / "_runs.log", "a", encoding="utf-8") as f:
+        f.write(f"{_dt.datetime.now():%H:%M:%S} {line}\n")
+
+
 def discard(notebook: Path) -> None:
     """A run that failed or did not run every cell leaves no copy behind (an older copy would be stale)."""
     copy_path(notebook).unlink(missing_ok=True)
