@@ -26,8 +26,8 @@ def run(model, train, dev, task, dtype, compile, monkeypatch, epochs=2):
     seen = {}
     warm_up = engine._warm_up
 
-    def recording_warm_up(*args):
-        out = warm_up(*args)
+    def recording_warm_up(*args, **kwargs):
+        out = warm_up(*args, **kwargs)
         seen["after_warm_up"] = counters()
         return out
 
