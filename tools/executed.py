@@ -33,20 +33,12 @@ def source_hash(notebook: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """The hardware and versions that produce a run's outputs."""
     import torch
     import transformers
+
+    from ftlib.device import _cpu_name               # the name notebook 00 and the benchmarks record
 
     if torch.cuda.is_available():
         accelerator = torch.cuda.get_device_name(0)
@@ -55,7 +47,7 @@ def machine() -> dict:
     else:
         accelerator = "none (CPU only)"
     return {
-        "cpu": f"{_cpu()}, {os.cpu_count()} logical cores",
+        "cpu": f"{_cpu_name() or platform.machine()}, {os.cpu_count()} logical cores",
         "accelerator": accelerator,
         "python": platform.python_version(),
         "torch": torch.__version__,
