@@ -10,7 +10,7 @@ module             what it keeps                               notebook
 ``ftlib.device``   device, precision, seeding; sync, peak memory 00
 ``ftlib.budget``   CPU-small vs GPU-full run sizes             00
 ``ftlib.models``   ``course-bert`` / ``course-gpt`` loading    00
-``ftlib.data``     SST-2, tinyshakespeare, zh-en pairs          00, 13
+``ftlib.data``     SST-2, tinyshakespeare, zh-en pairs          00, 14
 ``ftlib.losses``   cross-entropy and friends, by hand          01
 ``ftlib.attention``  scaled dot-product and multi-head attention 02
 ``ftlib.bert``     a BERT encoder that runs course-bert        03
@@ -27,8 +27,8 @@ module             what it keeps                               notebook
 ``ftlib.flops``    FLOPs per token, GPU peaks, MFU             10, 11
 ``ftlib.lm``       packing, next-token losses, prompts         11
 ``ftlib.bench``    benchmarks and weight export                10, 11
-``ftlib.deploy``   save/load, compress, export, serve, drift   12
-``ftlib.tasks``    NER, extractive QA, decoder translation     13
+``ftlib.deploy``   save/load, compress, export, serve, drift   13
+``ftlib.tasks``    NER, extractive QA, decoder translation     14
 ``ftlib.exercises``  the checks of every lesson's exercises    all
 ``ftlib.memory``   bytes per parameter by recipe, GPU table    (scaling out)
 ``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  (scaling out)

@@ -1,5 +1,5 @@
 """After fine-tuning: saving, compressing, exporting, serving and watching a classifier
-(derived in notebook 12).
+(derived in notebook 13).
 
 Saving and loading
     * :func:`save` -- ``save_pretrained`` of model and tokenizer (safetensors) into a temporary

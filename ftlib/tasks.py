@@ -1,5 +1,5 @@
 """Beyond sentence classification: token classification (NER), extractive QA and
-translation with a decoder (derived in notebook 13).
+translation with a decoder (derived in notebook 14).
 
 NER and QA need labelled spans, and no such data set ships with the course, so
 :func:`make_ner_data` and :func:`make_qa_data` write small *synthetic* ones from templates

@@ -1,7 +1,7 @@
 """The training engine: one loop that trains every model in the course (derived in notebook 05).
 
-Every lesson that trains -- classification (05-08, 10, 12), causal language modelling (11),
-tagging, question answering and translation (13), distillation (12) -- goes through
+Every lesson that trains -- classification (05-08, 10, 13), causal language modelling (11),
+tagging, question answering and translation (14), distillation (13) -- goes through
 :func:`fit`, and every evaluation through :func:`evaluate`. The parts:
 
 * **one optimiser rule** -- :func:`make_optimizer`: AdamW over the trainable parameters,

@@ -38,19 +38,19 @@ def test_close():
 
 def test_every_lesson_module_registers_its_checks():
     ids = exercises.list_exercises()
-    assert "13.1" in ids
+    assert "14.1" in ids
     for ex_id in ids:
         lesson, number = ex_id.split(".")
         assert len(lesson) == 2 and number.isdigit(), ex_id
 
 
-def test_lesson13_checks_accept_right_and_reject_wrong(capsys):
+def test_lesson14_checks_accept_right_and_reject_wrong(capsys):
     from ftlib import tasks
-    assert check("13.1", lambda w, l: tasks.align_labels(w, l, label_all_subtokens=True))
-    assert not check("13.1", lambda w, l: tasks.align_labels(w, l))
+    assert check("14.1", lambda w, l: tasks.align_labels(w, l, label_all_subtokens=True))
+    assert not check("14.1", lambda w, l: tasks.align_labels(w, l))
     assert "later pieces get a label" in capsys.readouterr().out
-    assert check("13.2", lambda c, o, s, e: c[o[s][0]:o[e][1]])
-    assert not check("13.2", lambda c, o, s, e: c[o[s][0]:o[e][0]])
+    assert check("14.2", lambda c, o, s, e: c[o[s][0]:o[e][1]])
+    assert not check("14.2", lambda c, o, s, e: c[o[s][0]:o[e][0]])
     assert "end offset" in capsys.readouterr().out
-    assert check("13.3", 5)
-    assert not check("13.3", 3)
+    assert check("14.3", 5)
+    assert not check("14.3", 3)

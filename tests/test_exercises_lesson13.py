@@ -1,4 +1,4 @@
-"""Lesson 12's exercise checks: a right answer passes, typical wrong answers get the hint."""
+"""Lesson 13's exercise checks: a right answer passes, typical wrong answers get the hint."""
 import math
 
 import pytest
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import ftlib
 import ftlib.deploy
 from ftlib.exercises import Wrong, check
-from ftlib.exercises import lesson12
+from ftlib.exercises import lesson13
 
 
 @pytest.fixture(scope="module")
@@ -19,34 +19,34 @@ def sizes():
     return total, linear
 
 
-def test_12_1(sizes, capsys):
+def test_13_1(sizes, capsys):
     total, linear = sizes
-    assert check("12.1", (linear + 4 * (total - linear)) / 1e6)
+    assert check("13.1", (linear + 4 * (total - linear)) / 1e6)
     with pytest.raises(Wrong, match="float32 size"):
-        lesson12.int8_size(total * 4 / 1e6)
+        lesson13.int8_size(total * 4 / 1e6)
     with pytest.raises(Wrong, match="stay 4 bytes"):
-        lesson12.int8_size(total / 1e6)
+        lesson13.int8_size(total / 1e6)
     with pytest.raises(Wrong, match="a number"):
-        lesson12.int8_size("big")
-    assert not check("12.1", ...)
+        lesson13.int8_size("big")
+    assert not check("13.1", ...)
     assert "not answered yet" in capsys.readouterr().out
 
 
-def test_12_2():
+def test_13_2():
     def psi(p, q):
         return sum((b - a) * math.log(b / a) for a, b in zip(p, q))
 
     def kl_only(p, q):
         return sum(b * math.log(b / a) for a, b in zip(p, q))
 
-    assert check("12.2", psi)
+    assert check("13.2", psi)
     with pytest.raises(Wrong, match="symmetric"):
-        lesson12.psi_from_shares(kl_only)
+        lesson13.psi_from_shares(kl_only)
     with pytest.raises(Wrong, match="function"):
-        lesson12.psi_from_shares(0.3)
+        lesson13.psi_from_shares(0.3)
 
 
-def test_12_3():
+def test_13_3():
     def kd(s, t, T):
         return F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
 
@@ -56,9 +56,9 @@ def test_12_3():
     def reverse(s, t, T):
         return kd(t, s, T)
 
-    assert check("12.3", kd)
-    assert check("12.3", lambda s, t, T: ftlib.deploy.distillation_loss(s, t, temperature=T))
+    assert check("13.3", kd)
+    assert check("13.3", lambda s, t, T: ftlib.deploy.distillation_loss(s, t, temperature=T))
     with pytest.raises(Wrong, match=r"T\*\*2"):
-        lesson12.distillation_kl(no_t2)
+        lesson13.distillation_kl(no_t2)
     with pytest.raises(Wrong, match="KL\\(student"):
-        lesson12.distillation_kl(reverse)
+        lesson13.distillation_kl(reverse)
