@@ -10,7 +10,7 @@ module             what it keeps                               notebook
 ``ftlib.device``   device, precision, seeding; sync, peak memory 00
 ``ftlib.budget``   CPU-small vs GPU-full run sizes             00
 ``ftlib.models``   ``course-bert`` / ``course-gpt`` loading    00
-``ftlib.data``     SST-2, tinyshakespeare, zh-en pairs          00, 14
+``ftlib.data``     the 7 data sets, from a mirror or the hub    00, 14
 ``ftlib.losses``   cross-entropy and friends, by hand          01
 ``ftlib.attention``  scaled dot-product and multi-head attention 02
 ``ftlib.bert``     a BERT encoder that runs course-bert        03
@@ -42,12 +42,14 @@ from ftlib.errors import CourseError  # noqa: E402  (first: every module imports
 from ftlib.device import pick_device, pick_dtype, autocast, seed_everything, describe_device  # noqa: E402
 from ftlib.budget import Budget, get_budget  # noqa: E402
 from ftlib.models import resolve_model, load_tokenizer, load_model, COURSE_MODELS  # noqa: E402
-from ftlib.data import load_sst2, load_tinyshakespeare, load_translation_pairs, data_dir  # noqa: E402
+from ftlib.data import (load_sst2, load_tinyshakespeare, load_translation_pairs, load_squad,  # noqa: E402
+                        load_wnut17, load_mrpc, load_instructions, data_dir)
 
 __all__ = [
     "CourseError",
     "pick_device", "pick_dtype", "autocast", "seed_everything", "describe_device",
     "Budget", "get_budget",
     "resolve_model", "load_tokenizer", "load_model", "COURSE_MODELS",
-    "load_sst2", "load_tinyshakespeare", "load_translation_pairs", "data_dir",
+    "load_sst2", "load_tinyshakespeare", "load_translation_pairs", "load_squad", "load_wnut17", "load_mrpc",
+    "load_instructions", "data_dir",
 ]

@@ -231,7 +231,8 @@ def test_check_mirror(tmp_path, monkeypatch):
     (tmp_path / "sst2" / "dev.tsv").write_text("label\tsentence\n1\tfine\n", encoding="utf-8")
     mirror = data.check_mirror()
     assert mirror["path"] == tmp_path
-    assert mirror["data sets"] == {"SST-2": True, "tinyshakespeare": False, "Chinese-English pairs": False}
+    assert mirror["data sets"] == {"SST-2": True, "tinyshakespeare": False, "Chinese-English pairs": False,
+                                   "SQuAD": False, "WNUT-17": False, "MRPC": False, "instructions": False}
 
 
 # ----------------------------------------------------------------------------- 6. folder permissions

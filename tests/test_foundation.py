@@ -236,12 +236,13 @@ def test_mirror_only_without_mirror(tmp_path, monkeypatch):
 def test_no_mirror_and_no_hub_is_one_clear_error(python_subprocess):
     r = python_subprocess(
         "import ftlib\n"
-        "for load in (ftlib.load_sst2, ftlib.load_tinyshakespeare):\n"
+        "for load in (ftlib.load_sst2, ftlib.load_tinyshakespeare, ftlib.load_squad, ftlib.load_wnut17,\n"
+        "             ftlib.load_mrpc, ftlib.load_instructions):\n"
         "    try:\n        load()\n"
         "    except ftlib.CourseError as e:\n        print('COURSE ERROR:', e)\n",
         FTLIB_DATA_DIR=None, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("COURSE ERROR") == 2
+    assert r.stdout.count("COURSE ERROR") == 6
     assert "FTLIB_DATA_DIR" in r.stdout and "python -m ftlib download-data" in r.stdout
 
 
