@@ -13,7 +13,12 @@ is downloaded; WordNet would give many more, and more wrong ones). Words are wha
 ``str.split()`` gives, lowercase as in SST-2. Every function takes ``rng``: a seed (int) or
 a ``random.Random``; the same seed gives the same result on every machine.
 :func:`eda` applies one randomly chosen operation, :func:`augment_dataset` adds augmented
-copies to a ``datasets.Dataset``. Bad arguments raise :class:`ftlib.CourseError`.
+copies to a ``datasets.Dataset``. By default :func:`eda` *forces a change*: an operation that
+happens to leave the sentence as it was (a deletion that deletes nothing, a swap of two equal
+words, a synonym operation on a sentence without a dictionary word) is redrawn, so a copy is
+identical to its original only when no operation can change it (one word, without a synonym).
+:func:`unchanged_share` measures how many copies still are. Bad arguments raise
+:class:`ftlib.CourseError`.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import random
 from ftlib.errors import CourseError
 
 __all__ = ["SYNONYMS", "synonym_swap", "random_insertion", "random_swap", "random_deletion",
-           "eda", "augment_dataset", "OPERATIONS"]
+           "eda", "augment_dataset", "unchanged_share", "OPERATIONS"]
 
 # Groups of words that can stand for each other in a film review without changing its
 # sentiment. Every word of a group maps to the others (see _build).
@@ -200,11 +205,34 @@ def random_deletion(sentence: str, p: float = 0.1, rng=0) -> str:
 OPERATIONS = ("synonym_swap", "random_insertion", "random_swap", "random_deletion")
 
 
-def eda(sentence: str, alpha: float = 0.1, rng=0, ops=OPERATIONS, synonyms: dict | None = None) -> str:
+def _can_change(words, op, table) -> bool:
+    """Whether ``op`` can give a sentence other than ``words`` at all."""
+    if op in ("synonym_swap", "random_insertion"):
+        return any(table.get(w) for w in words)
+    if op == "random_swap":
+        return len(set(words)) > 1
+    return len(words) > 1                                   # random_deletion never deletes every word
+
+
+def _force_change(force_change) -> bool:
+    if not isinstance(force_change, bool):
+        raise CourseError(f"force_change must be True or False, got {force_change!r}.")
+    return force_change
+
+
+def eda(sentence: str, alpha: float = 0.1, rng=0, ops=OPERATIONS, synonyms: dict | None = None,
+        force_change: bool = True) -> str:
     """One augmented version of ``sentence``: one operation from ``ops``, chosen at random.
 
     ``alpha`` sets the strength as in EDA: ``n = max(1, round(alpha * number of words))``
     changes for the swap/insert operations, ``p = alpha`` for deletion.
+
+    ``force_change=True`` (default): draw only among the operations that can change this
+    sentence, and draw again (operation and all) while the result equals the input, at most
+    :data:`MAX_TRIES` times; if every try left it unchanged (rare: short sentences and a small
+    ``alpha``), delete one random word. The sentence comes back unchanged only when no
+    operation in ``ops`` can change it. ``force_change=False`` is plain EDA: one draw, which
+    may change nothing.
     """
     words, rng = _words(sentence), _rng(rng)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
@@ -214,23 +242,55 @@ def eda(sentence: str, alpha: float = 0.1, rng=0, ops=OPERATIONS, synonyms: dict
     if not ops or unknown:
         raise CourseError(f"ops must be a non-empty selection of {OPERATIONS}, got {ops!r}.")
     n = max(1, round(alpha * len(words)))
-    op = rng.choice(ops)
-    if op == "synonym_swap":
-        return synonym_swap(sentence, n, rng, synonyms)
-    if op == "random_insertion":
-        return random_insertion(sentence, n, rng, synonyms)
-    if op == "random_swap":
-        return random_swap(sentence, n, rng)
-    return random_deletion(sentence, alpha, rng)
+
+    def once(op):
+        if op == "synonym_swap":
+            return synonym_swap(sentence, n, rng, synonyms)
+        if op == "random_insertion":
+            return random_insertion(sentence, n, rng, synonyms)
+        if op == "random_swap":
+            return random_swap(sentence, n, rng)
+        return random_deletion(sentence, alpha, rng)
+
+    if not _force_change(force_change):
+        return once(rng.choice(ops))
+    table = _synonyms(synonyms)
+    usable = tuple(o for o in ops if _can_change(words, o, table))
+    if not usable:
+        return " ".join(words)
+    for _ in range(MAX_TRIES):
+        out = once(rng.choice(usable))
+        if out != " ".join(words):
+            return out
+    if "random_deletion" in usable:                       # len(words) > 1: dropping one word is a change
+        del words[rng.randrange(len(words))]
+        return " ".join(words)
+    return out
+
+
+#: how many draws ``eda(..., force_change=True)`` makes before its fallback.
+MAX_TRIES = 10
+
+
+def unchanged_share(originals, copies) -> float:
+    """The share of ``copies`` that equal their ``originals`` word for word (same order, same length).
+
+    For ``augment_dataset(ds, n_aug=1)``: ``unchanged_share(ds["sentence"], out["sentence"][len(ds):])``.
+    """
+    originals, copies = list(originals), list(copies)
+    if not originals or len(originals) != len(copies):
+        raise CourseError(f"Need one copy per original sentence, got {len(originals)} originals and "
+                          f"{len(copies)} copies (for n_aug > 1, compare each block of copies in turn).")
+    return sum(a.split() == b.split() for a, b in zip(originals, copies)) / len(originals)
 
 
 def augment_dataset(ds, n_aug: int = 1, alpha: float = 0.1, seed: int = 0, ops=OPERATIONS,
-                    text_column: str = "sentence", synonyms: dict | None = None):
+                    text_column: str = "sentence", synonyms: dict | None = None, force_change: bool = True):
     """``ds`` followed by ``n_aug`` augmented copies of every row (other columns copied).
 
-    Copy ``k`` of row ``i`` is made with ``eda(...)`` from one ``random.Random(seed)`` used
-    in order, so the result depends only on ``ds`` and the arguments. Only the training
-    set should ever be augmented.
+    Copy ``k`` of row ``i`` is made with ``eda(..., force_change=force_change)`` from one
+    ``random.Random(seed)`` used in order, so the result depends only on ``ds`` and the
+    arguments. Only the training set should ever be augmented.
     """
     import datasets
 
@@ -239,12 +299,13 @@ def augment_dataset(ds, n_aug: int = 1, alpha: float = 0.1, seed: int = 0, ops=O
     if text_column not in ds.column_names:
         raise CourseError(f"No column {text_column!r}; the columns are {ds.column_names}. Pass text_column=...")
     _count(n_aug, "n_aug")
+    _force_change(force_change)
     rng = _rng(seed)
     rows = ds.to_dict()
     out = {k: list(v) for k, v in rows.items()}
     for _ in range(n_aug):
         for i, text in enumerate(rows[text_column]):
-            out[text_column].append(eda(text, alpha, rng, ops, synonyms))
+            out[text_column].append(eda(text, alpha, rng, ops, synonyms, force_change))
             for k in rows:
                 if k != text_column:
                     out[k].append(rows[k][i])

@@ -7,7 +7,7 @@ import pytest
 
 from ftlib import CourseError
 from ftlib.augment import (OPERATIONS, SYNONYMS, augment_dataset, eda, random_deletion, random_insertion,
-                           random_swap, synonym_swap)
+                           random_swap, synonym_swap, unchanged_share)
 
 S = "the film is a good and funny story with a great cast but a boring ending"
 
@@ -111,3 +111,48 @@ def test_eda_and_augment_dataset():
     lengths = {len(eda(S, 0.2, rng).split()) for _ in range(100)}
     n = len(S.split())
     assert min(lengths) < n < max(lengths)
+
+
+# ---- forcing a change (lesson 07: plain EDA left a third of the copies byte-identical) ----------------
+SHORT = ["empty stud knockabout", "tiresomely", "a dull movie", "very very", ", but it also does the last thing we need"]
+
+
+def test_plain_eda_can_return_the_sentence_unchanged():
+    # the defect force_change removes: one draw, e.g. a deletion that deletes nothing
+    s = "the story is predictable but the cast is great and the ending is moving"
+    assert eda(s, alpha=0.2, rng=0, force_change=False) == s
+    assert eda(s, alpha=0.2, rng=0) != s
+    copies = [eda(x, 0.1, random.Random(k), force_change=False) for k in range(20) for x in SHORT]
+    assert sum(c == x for c, x in zip(copies, SHORT * 20)) > 10
+
+
+def test_forced_eda_changes_every_sentence_that_can_change():
+    rng = random.Random(0)
+    for _ in range(30):
+        for x in SHORT:
+            out = eda(x, 0.1, rng)
+            if x == "tiresomely":                       # one word, no synonym: nothing can change it
+                assert out == x
+            else:
+                assert out.split() != x.split(), x
+    # only operations that cannot change the sentence: it comes back as it was
+    assert eda("zzz qqq", 0.1, rng=0, ops=("synonym_swap", "random_insertion")) == "zzz qqq"
+    assert eda("same same", 0.1, rng=0, ops=("random_swap",)) == "same same"
+    # deletion that keeps drawing nothing falls back to dropping one word
+    assert all(len(eda(S, 0.01, rng=k, ops=("random_deletion",)).split()) < len(S.split()) for k in range(20))
+
+
+def test_augment_dataset_forces_changes_and_unchanged_share_counts_them():
+    ds = datasets.Dataset.from_dict({"sentence": SHORT, "label": [0, 0, 0, 1, 1]})
+    forced = augment_dataset(ds, n_aug=1, seed=0)
+    copies = list(forced["sentence"])[len(SHORT):]
+    assert unchanged_share(SHORT, copies) == 1 / 5             # only "tiresomely"
+    plain = augment_dataset(ds, n_aug=1, seed=0, force_change=False)
+    assert unchanged_share(SHORT, list(plain["sentence"])[len(SHORT):]) > 1 / 5
+    assert unchanged_share(["a b"], ["a  b"]) == 1.0           # word for word, not byte for byte
+    with pytest.raises(CourseError, match="one copy per original"):
+        unchanged_share(SHORT, copies[:2])
+    with pytest.raises(CourseError, match="force_change must be True or False"):
+        augment_dataset(ds, force_change="yes")
+    with pytest.raises(CourseError, match="force_change must be True or False"):
+        eda(S, force_change=1)
