@@ -17,6 +17,15 @@ Derived in notebook 03.  course-gpt (SmolLM2-135M) is a stack of 30 identical bl
 ``LlamaForCausalLM`` in (the parameter names are kept the same as transformers',
 so the mapping is the identity), and :func:`generate` samples from it with a
 key/value cache.
+
+Batches of prompts of different lengths are LEFT-padded for generation (the next token is
+predicted from the last column, which must be a real token).  Two things then keep a padded row
+equal to the same prompt alone: an ``attention_mask`` (B, T) of 0/1 hides the pad keys, and
+``position_ids`` count only the real tokens (``attention_mask.cumsum(-1) - 1``, clamped at 0), so
+the first real token is at position 0 whatever the padding::
+
+    ids  = [[pad, pad, 11, 12],        mask = [[0, 0, 1, 1],      positions = [[0, 0, 0, 1],
+            [ 21,  22, 23, 24]]                [1, 1, 1, 1]]                   [0, 1, 2, 3]]
 """
 from __future__ import annotations
 
@@ -80,9 +89,10 @@ class RMSNorm(nn.Module):
 def rope_cos_sin(positions, head_dim: int, theta: float):
     """cos and sin of the rotation angles ``position * theta**(-2i/head_dim)``: (T, head_dim) each.
 
+    ``positions`` may also be (B, T), one row of positions per sequence: then (B, T, head_dim).
     Each angle appears twice, once for each half of the head (transformers' layout)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
-    angles = positions.float()[:, None] * inv_freq[None, :].to(positions.device)  # (T, head_dim/2)
+    angles = positions.float()[..., None] * inv_freq.to(positions.device)  # (..., T, head_dim/2)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
 
@@ -110,8 +120,10 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=False)
 
-    def forward(self, x, cos, sin, cache=None):
-        """``cache`` is None or a dict holding this layer's past keys/values ("k", "v"): updated in place."""
+    def forward(self, x, cos, sin, cache=None, key_mask=None):
+        """``cache`` is None or a dict holding this layer's past keys/values ("k", "v"): updated in place.
+
+        ``key_mask`` is None or a bool (B, past + T): False marks a padding key no query may see."""
         B, T, _ = x.shape
         H, KV, hd = self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim
         q = self.q_proj(x).view(B, T, H, hd).transpose(1, 2)     # (B, H, T, hd)
@@ -127,6 +139,14 @@ class Attention(nn.Module):
         k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
         # causal mask: query i (at position past + i) sees keys 0 .. past + i
         mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        if key_mask is not None:                                 # and no query sees a padding key
+            mask = mask & key_mask[:, None, None, :]             # (B, 1, T, past + T)
+            # a query with nothing left to see (a left-pad token: its past is all padding) would
+            # get softmax over all -inf = NaN; let it see itself only: its output is junk, but
+            # finite, and no real token ever attends to it
+            keys = torch.arange(past + T, device=x.device)
+            itself = keys == keys[past:, None]                   # (T, past + T): query i is key past + i
+            mask = mask | (itself & ~mask.any(dim=-1, keepdim=True))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
@@ -154,8 +174,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+    def forward(self, x, cos, sin, cache=None, key_mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, key_mask)
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x
 
@@ -177,18 +197,44 @@ class GPT(nn.Module):
         """An empty KV cache: one dict per layer, filled by ``forward(..., cache=...)``."""
         return [{} for _ in self.layers]
 
-    def forward(self, idx, cache: list[dict] | None = None):
-        """Logits for every position.  With a ``cache``, ``idx`` holds only the new tokens."""
+    def forward(self, idx, attention_mask=None, position_ids=None, cache: list[dict] | None = None):
+        """Logits (B, T, vocab) for every position.  With a ``cache``, ``idx`` holds only the new tokens.
+
+        ``attention_mask``: None (every token is real) or (B, past + T) of 0/1, 0 marking padding:
+        no query attends to a padding key.  With a cache it covers the cached tokens too (as in
+        transformers).  ``position_ids``: (B, T) or (T,) positions of the new tokens for RoPE;
+        by default ``past .. past + T - 1``, or with a mask ``attention_mask.cumsum(-1) - 1``
+        clamped at 0 (its last T columns), so that padding does not shift the real tokens."""
+        if isinstance(attention_mask, list) and attention_mask and isinstance(attention_mask[0], dict):
+            raise CourseError("The second argument of GPT.forward is now attention_mask; "
+                              "pass the KV cache by name: model(idx, cache=cache).")
         past = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
-        T = idx.shape[1]
+        B, T = idx.shape
         if past + T > self.cfg.max_position_embeddings:
             raise CourseError(f"{past + T} tokens exceed the {self.cfg.max_position_embeddings} "
                               "positions the model was trained on.")
-        cos, sin = rope_cos_sin(torch.arange(past, past + T, device=idx.device),
-                                self.cfg.head_dim, self.cfg.rope_theta)
+        key_mask = None
+        if attention_mask is not None:
+            key_mask = check_attention_mask(attention_mask, (B, past + T),
+                                            "(batch, cached + new tokens)" if past else "idx.shape").to(idx.device)
+            if position_ids is None:
+                position_ids = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+        if position_ids is None:
+            positions = torch.arange(past, past + T, device=idx.device)
+        else:
+            positions = torch.as_tensor(position_ids, device=idx.device)
+            if positions.shape not in ((T,), (1, T), (B, T)) or positions.is_floating_point():
+                raise CourseError(f"position_ids must be integers of shape (batch, tokens) = {(B, T)} "
+                                  f"or (tokens,), got {tuple(positions.shape)} ({positions.dtype}).")
+            if T and (positions.min() < 0 or positions.max() >= self.cfg.max_position_embeddings):
+                raise CourseError(f"position_ids must lie in 0 .. {self.cfg.max_position_embeddings - 1}, "
+                                  f"got {positions.min().item()} .. {positions.max().item()}.")
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        if cos.dim() == 3:                             # (B, T, hd) -> (B, 1, T, hd): same for all heads
+            cos, sin = cos[:, None], sin[:, None]
         x = self.embed_tokens(idx)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, None if cache is None else cache[i])
+            x = layer(x, cos, sin, None if cache is None else cache[i], key_mask)
         return self.lm_head(self.norm(x))
 
     @classmethod
@@ -208,6 +254,20 @@ class GPT(nn.Module):
             model = cls(GPTConfig.from_hf(hf_model.config))
         load_hf_state_dict(model, hf_model.state_dict(), assign=True)
         return model.eval()
+
+
+def check_attention_mask(attention_mask, shape: tuple, what: str = "idx.shape"):
+    """``attention_mask`` as a bool tensor, after checking it has ``shape`` and only 0/1 values."""
+    mask = torch.as_tensor(attention_mask)
+    if tuple(mask.shape) != tuple(shape):
+        raise CourseError(f"attention_mask must have the shape of {what}, {tuple(shape)}; got "
+                          f"{tuple(mask.shape)}. Pass the tokenizer's attention_mask with its input_ids.")
+    if mask.dtype != torch.bool:
+        if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+            raise CourseError("attention_mask must hold only 0 (padding) and 1 (real token); got values "
+                              f"{sorted(set(mask.flatten().tolist()))[:6]}.")
+        mask = mask == 1
+    return mask
 
 
 def load_hf_state_dict(model: GPT, hf_state: dict, assign: bool = False) -> None:
@@ -249,26 +309,38 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None,
 @torch.no_grad()
 def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, eos_token_id: int | None = None,
-             generator=None):
+             generator=None, attention_mask=None):
     """Extend ``idx`` (B, T) by up to ``max_new_tokens`` tokens; returns (B, T + new).
 
     ``temperature=0`` is greedy decoding.  With ``use_cache`` only the newest token goes
     through the model at each step; without, the whole sequence is recomputed every step
     (same tokens, slower).  Generation stops early once every row has produced ``eos_token_id``.
+
+    For a batch of prompts of different lengths, pad on the LEFT (``tokenizer.padding_side =
+    "left"``) and pass the tokenizer's ``attention_mask`` (B, T): the mask grows by a 1 for every
+    new token, the pads stay hidden, and each row's positions count its real tokens only, so every
+    row continues exactly as its prompt alone would.
     """
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise CourseError(f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}; "
                           "use tokenizer(..., return_tensors='pt').input_ids.")
+    if attention_mask is not None:
+        attention_mask = check_attention_mask(attention_mask, idx.shape).to(idx.device)
+        if not bool(attention_mask[:, -1].all()):
+            raise CourseError("generate needs LEFT padding: some rows of attention_mask end in 0, so their next "
+                              "token would follow a pad. Set tokenizer.padding_side = 'left'.")
     cache = model.new_cache() if use_cache else None
     done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     step_input = idx
     for _ in range(max_new_tokens):
-        logits = model(step_input if use_cache else idx, cache=cache)[:, -1, :]
+        logits = model(step_input if use_cache else idx, attention_mask=attention_mask, cache=cache)[:, -1, :]
         nxt = sample_next(logits.float(), temperature, top_k, top_p, generator)
         if eos_token_id is not None:               # finished rows keep emitting eos
             nxt = nxt.masked_fill(done[:, None], eos_token_id)
             done |= nxt[:, 0] == eos_token_id
         idx = torch.cat([idx, nxt], dim=1)
+        if attention_mask is not None:             # the new token is real: the mask grows by a 1
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(idx.shape[0], 1)], dim=1)
         step_input = nxt
         if eos_token_id is not None and bool(done.all()):
             break

@@ -210,3 +210,27 @@ def test_untied_tiny_llama_loads_and_matches():
     ids = torch.randint(0, 64, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padded_batch_generation_on_course_gpt(gpt_pair):
+    """Lesson 03's batched generation on the real weights: a left-padded batch with its attention_mask
+    continues every prompt exactly as the prompt alone does, and as transformers' generate does."""
+    hf, ours, tok = gpt_pair
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(SENTENCES, padding=True, return_tensors="pt")
+    finally:
+        tok.padding_side = side
+    assert (enc["attention_mask"][:, 0] == 0).any()
+    n = 6
+    batch = generate(ours, enc["input_ids"], n, temperature=0, attention_mask=enc["attention_mask"])
+    for i, text in enumerate(SENTENCES):
+        one = generate(ours, tok(text, return_tensors="pt")["input_ids"], n, temperature=0)
+        assert batch[i, -n:].tolist() == one[0, -n:].tolist()
+    with torch.no_grad():
+        ref = hf.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id,
+                          eos_token_id=None)
+    assert batch.tolist() == ref.tolist()
+    # without the mask the padded rows attend to the pads and continue differently (wrongly)
+    assert generate(ours, enc["input_ids"], n, temperature=0).tolist() != batch.tolist()
