@@ -18,6 +18,7 @@ module             what it keeps                               notebook
 ``ftlib.text``     tokenising, dynamic padding, length groups  04
 ``ftlib.train``    the engine: fit / evaluate / predict         05
 ``ftlib.strategies``  freezing, layer-wise LR, unfreezing      06
+``ftlib.heads``    mean-pooling classification heads           06, 07
 ``ftlib.lora``     LoRA from scratch, merge                    06
 ``ftlib.augment``  text augmentation                           07
 ``ftlib.imbalance``  class imbalance: resampling, class weights 07
@@ -27,6 +28,8 @@ module             what it keeps                               notebook
 ``ftlib.flops``    FLOPs per token, GPU peaks, MFU             10, 11
 ``ftlib.lm``       packing, next-token losses, prompts         11
 ``ftlib.bench``    benchmarks and weight export                10, 11
+``ftlib.chat``     chat-format SFT examples, response-only loss 12
+``ftlib.dpo``      sequence log-probs and the DPO loss         12
 ``ftlib.deploy``   save/load, compress, export, serve, drift   13
 ``ftlib.tasks``    NER, extractive QA, decoder translation     14
 ``ftlib.exercises``  the checks of every lesson's exercises    all

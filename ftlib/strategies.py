@@ -8,9 +8,16 @@
 * :func:`freeze_bottom_layers` -- freeze the embeddings and the bottom ``k`` blocks;
 * :func:`layerwise_lr_groups` -- optimizer parameter groups with layer-wise learning-rate decay
   (``lr * decay ** (top - depth)``), for ``ftlib.train.fit(..., param_groups=...)``;
+* :func:`unfreezing_stages` -- the parameter names that train at each stage of gradual
+  unfreezing (head; + top block; ...; everything), or of layer-by-layer (``cumulative=False``);
+* :func:`gradual_unfreezing` -- ULMFiT's recipe (Howard & Ruder 2018): one ``fit`` epoch per
+  stage, each with its own slanted triangular schedule (a short linear rise, then a linear
+  fall) and discriminative learning rates (``lr / 2.6`` per layer going down);
 * :class:`GradualUnfreezing` -- a ``fit`` callback that unfreezes one more block, top down,
-  every ``steps_per_stage`` optimizer steps (ULMFiT's gradual unfreezing), or with
-  ``cumulative=False`` trains one block at a time (layer-by-layer, top down);
+  every ``steps_per_stage`` optimizer steps *inside one run* (one schedule for the whole run,
+  so the blocks unfrozen late only see its decayed tail: not ULMFiT; kept for short demos);
+* :func:`above_majority` -- does a classifier beat the majority-class baseline by more than
+  the bootstrap interval, and predict every class? (fails on a constant predictor);
 * :class:`ftlib.device.PeakMemory` -- peak memory of a block of code (also importable from here).
 
 Freezing with these helpers only switches ``requires_grad``; ``fit`` builds its optimizer
@@ -20,6 +27,7 @@ AdamW skips a parameter whose ``.grad`` is ``None``, so a frozen one is left exa
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +35,8 @@ from ftlib.device import PeakMemory  # noqa: F401  (kept here for notebook 06's 
 from ftlib.errors import CourseError
 
 __all__ = ["count_parameters", "freeze", "unfreeze", "encoder_layers", "layer_depth",
-           "freeze_bottom_layers", "layerwise_lr_groups", "GradualUnfreezing", "PeakMemory"]
+           "freeze_bottom_layers", "layerwise_lr_groups", "GradualUnfreezing", "PeakMemory",
+           "unfreezing_stages", "gradual_unfreezing", "above_majority"]
 
 HEAD = ("classifier", "score", "pooler")     # what sits above the transformer blocks
 
@@ -156,6 +165,10 @@ class GradualUnfreezing:
     (layer-by-layer fine-tuning) only the head and the newest group train.
     Pass ``steps_per_stage=len(train_loader)`` for one stage per epoch. ``log`` records
     ``(step, trainable parameters)`` at every change.
+
+    All stages share the one learning-rate schedule of the ``fit`` run, so a group unfrozen late
+    trains only on the decayed tail of it: that is *not* ULMFiT's recipe, which restarts a slanted
+    triangular schedule for every stage -- use :func:`gradual_unfreezing` for that.
     """
 
     def __init__(self, model: nn.Module, steps_per_stage: int, cumulative: bool = True,
@@ -188,3 +201,87 @@ class GradualUnfreezing:
             self._apply()
             self.log.append((info["step"], count_parameters(self.model)[0]))
         return False                                   # never stops the run
+
+
+def unfreezing_stages(model: nn.Module, blocks_per_stage: int = 1, cumulative: bool = True, keep=HEAD,
+                      include_embeddings: bool = True) -> list[list[str]]:
+    """The names of the parameters that train at each stage, top down.
+
+    Stage 0: the head (``keep``) alone. Each later stage adds the next ``blocks_per_stage``
+    transformer blocks going down; the embeddings join the last stage. ``cumulative=False``
+    (layer-by-layer): the head and only the newest blocks train.
+    """
+    if blocks_per_stage < 1:
+        raise CourseError(f"blocks_per_stage={blocks_per_stage}: unfreeze at least 1 block per stage.")
+    keep = tuple(k for k in _as_tuple(keep) if any(k in n for n, _ in model.named_parameters()))
+    if not keep:
+        raise CourseError("unfreezing_stages: no parameter belongs to the head (names with 'classifier' or 'score').")
+    depth = layer_depth(model)
+    n = len(encoder_layers(model))
+    head = [name for name in depth if any(k in name for k in keep)]
+    tops = list(range(n, 0, -1))                       # block depths, top first
+    chunks = [tops[i:i + blocks_per_stage] for i in range(0, n, blocks_per_stage)]
+    if include_embeddings:
+        chunks[-1] = chunks[-1] + [0]
+    stages, done = [head], []
+    for chunk in chunks:
+        new = [name for name, d in depth.items() if d in chunk]
+        done = done + new if cumulative else new
+        stages.append(head + done)
+    return stages
+
+
+def gradual_unfreezing(model: nn.Module, train_batches, eval_batches=None, *, lr: float, decay: float = 1 / 2.6,
+                       cut_frac: float = 0.1, blocks_per_stage: int = 1, cumulative: bool = True,
+                       weight_decay: float = 0.01, keep=HEAD, include_embeddings: bool = True, **fit_kwargs) -> list:
+    """ULMFiT's gradual unfreezing: one epoch of ``ftlib.train.fit`` per stage of :func:`unfreezing_stages`.
+
+    Every stage builds a new optimizer over what trains in it, with discriminative learning
+    rates (``layerwise_lr_groups(model, lr, decay)``: the head ``lr``, each layer below
+    ``decay`` times the one above it; ULMFiT's 1/2.6) and its own *slanted triangular* schedule:
+    the rate rises linearly for the first ``cut_frac`` of the stage's steps and falls linearly
+    to 0 over the rest (``fit``'s linear schedule with ``warmup_ratio=cut_frac``). So a block
+    unfrozen late starts at its full rate, not at the tail of one decay shared by the whole run.
+    ``eval_batches`` are evaluated after the last stage only. Returns one History per stage.
+    ``cumulative=False`` is layer-by-layer fine-tuning with the same schedule.
+    """
+    from ftlib.train import fit
+
+    if not 0 <= cut_frac < 1:
+        raise CourseError(f"cut_frac={cut_frac}: the share of each stage spent rising, in [0, 1) (ULMFiT: 0.1).")
+    stages = unfreezing_stages(model, blocks_per_stage, cumulative, keep, include_embeddings)
+    histories = []
+    for i, names in enumerate(stages):
+        names = set(names)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in names)
+        groups = layerwise_lr_groups(model, lr, decay, weight_decay, trainable_only=True)
+        last = i == len(stages) - 1
+        histories.append(fit(model, train_batches, eval_batches if last else None, epochs=1, lr=lr,
+                             warmup_ratio=cut_frac, param_groups=groups, **fit_kwargs))
+    return histories
+
+
+def above_majority(labels, predictions, num_labels: int | None = None, n_boot: int = 1000, alpha: float = 0.05,
+                   seed: int = 0) -> dict:
+    """Is a classifier better than always answering the most frequent class, beyond the noise?
+
+    ``labels``, ``predictions``: one class per test example. Returns a dict: ``accuracy``,
+    ``majority`` (the baseline's accuracy), ``gain`` (the paired bootstrap
+    :class:`ftlib.metrics.Interval` of accuracy minus baseline), ``shares`` (the share of
+    each predicted class) and ``ok``: True only if the whole interval lies above 0 **and**
+    every class is predicted at least once. A constant predictor fails (one class predicted,
+    and it can at best equal the baseline).
+    """
+    from ftlib.metrics import paired_bootstrap_diff
+
+    y, p = np.asarray(labels).ravel(), np.asarray(predictions).ravel()
+    if len(y) == 0 or y.shape != p.shape:
+        raise CourseError(f"labels and predictions must be non-empty and of equal length, got {len(y)} and {len(p)}.")
+    k = num_labels or int(max(y.max(), p.max())) + 1
+    counts = np.bincount(y, minlength=k)
+    majority = int(counts.argmax())
+    gain = paired_bootstrap_diff(p == y, y == majority, n_boot=n_boot, alpha=alpha, seed=seed)
+    shares = np.bincount(p, minlength=k) / len(p)
+    return {"accuracy": float((p == y).mean()), "majority": float(counts[majority] / len(y)), "gain": gain,
+            "shares": shares, "ok": bool(gain.low > 0 and (shares > 0).all())}

@@ -1,4 +1,5 @@
 """ftlib.strategies on a tiny random BERT (fast, no download)."""
+import numpy as np
 import pytest
 import torch
 
@@ -158,3 +159,79 @@ def test_peak_memory_sees_a_big_allocation():
         del x
     assert mem.peak > 32 * 2**20
     assert "RSS" in mem.method
+
+
+# --------------------------------------------------------------- ULMFiT gradual unfreezing (issue 13)
+from ftlib.strategies import above_majority, gradual_unfreezing, unfreezing_stages  # noqa: E402
+
+
+def _batches(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, 50, (n, 6), generator=g)
+    data = [{"input_ids": x[i:i + 2], "attention_mask": torch.ones(2, 6, dtype=torch.long),
+             "labels": torch.tensor([0, 1])} for i in range(0, n, 2)]
+    return torch.utils.data.DataLoader(data, batch_size=None)
+
+
+def test_unfreezing_stages_top_down_cumulative_and_layer_by_layer():
+    m = tiny_bert()
+    block = lambda i: {n for n, _ in m.named_parameters() if n.startswith(f"bert.encoder.layer.{i}.")}
+    emb = {n for n, _ in m.named_parameters() if n.startswith("bert.embeddings")}
+    stages = [set(s) for s in unfreezing_stages(m)]
+    head = stages[0]
+    assert {"classifier.weight", "classifier.bias"} <= head and not any("encoder" in n for n in head)
+    assert len(stages) == N_LAYERS + 1
+    assert stages[1] == head | block(2) and stages[2] == head | block(2) | block(1)
+    assert stages[-1] == {n for n, _ in m.named_parameters()}                    # everything at the end
+    one = [set(s) for s in unfreezing_stages(m, cumulative=False)]
+    assert one[2] == head | block(1) and one[-1] == head | block(0) | emb        # one group at a time
+    two = [set(s) for s in unfreezing_stages(m, blocks_per_stage=2)]
+    assert len(two) == 3 and two[1] == head | block(2) | block(1)
+    with pytest.raises(ftlib.CourseError, match="at least 1 block"):
+        unfreezing_stages(m, blocks_per_stage=0)
+
+
+def test_gradual_unfreezing_restarts_the_schedule_at_full_discriminative_rate_each_stage():
+    m, lr, decay = tiny_bert(), 1e-2, 0.5
+    hs = gradual_unfreezing(m, _batches(), lr=lr, decay=decay, cut_frac=0.0, device="cpu", mixed_precision=False,
+                            progress=False, verbose=False)
+    assert len(hs) == N_LAYERS + 1                                  # one epoch per stage
+    top = N_LAYERS + 1                                              # depth of the head
+    lowest_new = [top, N_LAYERS, N_LAYERS - 1, 0]                   # head; blocks 2, 1; block 0 + embeddings
+    for h, d in zip(hs, lowest_new):                                # step_lr is the lowest trainable group's
+        assert h.step_lr[0] == pytest.approx(lr * decay ** (top - d))   # full (discriminative) rate at its start
+        assert h.step_lr[-1] < h.step_lr[0]                         # then it falls (slanted triangle)
+    # the wrong way: one schedule for the whole run (the callback) reaches the last stage at a decayed rate
+    m2 = tiny_bert()
+    cb = GradualUnfreezing(m2, steps_per_stage=4)
+    data = [b for _ in range(N_LAYERS + 2) for b in _batches()]
+    h2 = fit(m2, data, epochs=1, lr=lr, warmup_ratio=0.0, device="cpu", mixed_precision=False, progress=False,
+             verbose=False, callbacks=[cb], param_groups=layerwise_lr_groups(m2, lr, 1.0))
+    assert h2.step_lr[cb.log[-1][0]] < 0.3 * lr
+
+
+def test_gradual_unfreezing_rates_inside_a_stage_rise_then_fall():
+    m = tiny_bert()
+    hs = gradual_unfreezing(m, _batches(n=40), lr=1e-2, decay=1.0, cut_frac=0.2, device="cpu",
+                            mixed_precision=False, progress=False, verbose=False)
+    lrs = hs[1].step_lr                                             # 20 steps: 4 rising, 16 falling
+    peak = int(np.argmax(lrs))
+    assert 1 <= peak <= 5 and lrs[peak] == pytest.approx(1e-2)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1])) and all(a > b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    with pytest.raises(ftlib.CourseError, match="cut_frac"):
+        gradual_unfreezing(m, _batches(), lr=1e-2, cut_frac=1.0)
+
+
+def test_above_majority_rejects_a_constant_predictor_and_accepts_a_real_one():
+    rng = np.random.default_rng(0)
+    y = (rng.random(872) < 0.51).astype(int)
+    for c in (0, 1):                                                # one answer for every sentence
+        r = above_majority(y, np.full_like(y, c))
+        assert not r["ok"] and r["shares"][1 - c] == 0 and r["accuracy"] <= r["majority"]
+    good = np.where(rng.random(872) < 0.8, y, 1 - y)                # right 80 % of the time
+    r = above_majority(y, good)
+    assert r["ok"] and r["gain"].low > 0.2 and (r["shares"] > 0.3).all()
+    weak = np.where(rng.random(872) < 0.52, y, 1 - y)               # both classes, but within the noise
+    assert not above_majority(y, weak)["ok"]
+    with pytest.raises(ftlib.CourseError, match="equal length"):
+        above_majority(y, y[:-1])

@@ -1,0 +1,126 @@
+"""Classification heads that read a sentence vector the way the encoder was trained (notebooks 06, 07).
+
+course-bert (all-MiniLM-L6-v2) was trained as a sentence encoder with **mean pooling**: its
+sentence vector is the mean of the token vectors, padding left out. BERT's pooler,
+``tanh(W h_CLS)``, which ``AutoModelForSequenceClassification`` puts under its classifier, was
+never trained for it: its output barely varies between sentences (notebook 06 prints both
+spreads), so a frozen encoder with a pooler head learns almost nothing.
+
+* :func:`mean_pool` -- the mean of ``hidden`` over the positions where ``attention_mask`` is 1;
+* :class:`MeanPoolHead` -- mean pooling, an optional hidden layer, then the logits, on
+  *cached* token vectors ``(hidden, attention_mask)`` (a frozen encoder run once);
+* :class:`MeanPoolClassifier` -- an encoder (its pooler removed) plus mean pooling, dropout and
+  one ``nn.Linear`` called ``classifier``: a sequence classifier for ``ftlib.train.fit``, the
+  helpers of :mod:`ftlib.strategies`, :func:`ftlib.lora.add_lora` and ``peft``;
+* :func:`load_mean_pool_classifier` -- course-bert (or another encoder) with that head.
+
+The models return an object with ``.logits`` (and ``.loss`` when given ``labels``), like a
+transformers model, so ``fit`` / ``evaluate`` take them unchanged.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ftlib.errors import CourseError
+
+__all__ = ["mean_pool", "MeanPoolHead", "MeanPoolClassifier", "load_mean_pool_classifier"]
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``(batch, dim)``: the mean of ``hidden`` ``(batch, time, dim)`` over the unmasked positions."""
+    if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
+        raise CourseError(f"mean_pool needs hidden (batch, time, dim) and attention_mask (batch, time); got "
+                          f"{tuple(hidden.shape)} and {tuple(attention_mask.shape)}.")
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _output(logits, labels):
+    loss = None if labels is None else F.cross_entropy(logits.float(), labels, ignore_index=-100)
+    return SimpleNamespace(logits=logits, loss=loss)
+
+
+class MeanPoolHead(nn.Module):
+    """Mean pooling of cached token vectors, an optional hidden layer (GELU), then ``num_labels`` logits.
+
+    ``forward(hidden, attention_mask, labels=None)`` takes what a frozen encoder returned
+    (``last_hidden_state`` and the mask), so the encoder runs once per sentence, not once per epoch.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int = 2, hidden: int = 0, dropout: float = 0.0):
+        super().__init__()
+        if hidden_size < 1 or num_labels < 2 or hidden < 0 or not 0 <= dropout < 1:
+            raise CourseError(f"MeanPoolHead(hidden_size={hidden_size}, num_labels={num_labels}, hidden={hidden}, "
+                              f"dropout={dropout}): need hidden_size >= 1, num_labels >= 2, hidden >= 0 "
+                              "(0: no hidden layer) and 0 <= dropout < 1.")
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(hidden_size, hidden) if hidden else None
+        self.classifier = nn.Linear(hidden or hidden_size, num_labels)
+
+    def pool(self, hidden, attention_mask):
+        return mean_pool(hidden, attention_mask)
+
+    def forward(self, hidden, attention_mask, labels=None):
+        x = self.pool(hidden, attention_mask)
+        if self.hidden is not None:
+            x = F.gelu(self.hidden(self.dropout(x)))
+        return _output(self.classifier(self.dropout(x)), labels)
+
+
+class MeanPoolClassifier(nn.Module):
+    """``encoder`` (a transformers encoder model) + mean pooling + dropout + ``classifier``.
+
+    The encoder's pooler, if it has one, is removed (it is not used, and a frozen unused
+    module would only inflate the parameter count). Parameter names are ``bert.*`` for the
+    encoder and ``classifier.*`` for the head, as in ``BertForSequenceClassification``, so
+    ``freeze(model, keep=("classifier",))``, ``layer_depth`` and ``add_lora`` work unchanged.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int = 2, dropout: float | None = None):
+        super().__init__()
+        config = getattr(encoder, "config", None)
+        if config is None or not hasattr(config, "hidden_size"):
+            raise CourseError(f"MeanPoolClassifier needs a transformers encoder with a config (got "
+                              f"{type(encoder).__name__}); load it with ftlib.load_model(name).")
+        if num_labels < 2:
+            raise CourseError(f"num_labels={num_labels}: a classifier needs at least 2 classes.")
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None
+        config.num_labels = num_labels
+        self.config = config
+        self.bert = encoder
+        p = config.hidden_dropout_prob if dropout is None else dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=getattr(config, "initializer_range", 0.02))
+        nn.init.zeros_(self.classifier.bias)
+
+    def get_input_embeddings(self):
+        return self.bert.get_input_embeddings()
+
+    def features(self, input_ids, attention_mask=None, **kwargs):
+        """The mean-pooled sentence vectors ``(batch, hidden_size)``, before dropout and classifier."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        x = self.features(input_ids, attention_mask, **kwargs)
+        return _output(self.classifier(self.dropout(x)), labels)
+
+
+def load_mean_pool_classifier(name: str = "course-bert", num_labels: int = 2, dropout: float | None = None,
+                              seed: int | None = None) -> MeanPoolClassifier:
+    """``MeanPoolClassifier(ftlib.load_model(name), num_labels)``; ``seed`` seeds the new head's weights."""
+    from ftlib.models import load_model
+    encoder = load_model(name)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return MeanPoolClassifier(encoder, num_labels, dropout)

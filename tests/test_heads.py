@@ -1,0 +1,79 @@
+"""ftlib.heads: mean pooling over real tokens, on a tiny random BERT (fast, no download)."""
+import copy
+
+import pytest
+import torch
+
+import ftlib
+from conftest import make_tiny_bert
+from ftlib.heads import MeanPoolClassifier, MeanPoolHead, mean_pool
+from ftlib.lora import add_lora
+from ftlib.strategies import count_parameters, freeze, layer_depth
+from ftlib.train import fit
+
+
+def tiny_encoder(seed=0):
+    return make_tiny_bert(vocab=50, hidden=16, layers=2, seed=seed).bert      # a BertModel with a pooler
+
+
+def test_mean_pool_leaves_padding_out():
+    h = torch.arange(2 * 3 * 2, dtype=torch.float).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(mean_pool(h, mask), torch.stack([h[0, :2].mean(0), h[1].mean(0)]))
+    assert not torch.allclose(mean_pool(h, mask)[0], h[0].mean(0))     # a plain mean would include padding
+    with pytest.raises(ftlib.CourseError, match="attention_mask"):
+        mean_pool(h, mask[:, :2])
+
+
+def test_classifier_reads_the_mean_not_the_pooler():
+    enc = tiny_encoder()
+    reference = copy.deepcopy(enc).eval()
+    model = MeanPoolClassifier(enc, num_labels=2).eval()
+    assert model.bert.pooler is None and not any("pooler" in n for n, _ in model.named_parameters())
+    ids, mask = torch.randint(1, 50, (3, 5)), torch.tensor([[1] * 5, [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        out = reference(input_ids=ids, attention_mask=mask)
+        want = model.classifier(mean_pool(out.last_hidden_state, mask))
+        got = model(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(got, want)
+        # the wrong head: the same classifier on BERT's pooler tanh(W h_CLS)
+        assert not torch.allclose(got, model.classifier(out.pooler_output), atol=1e-3)
+        # padding does not change a sentence's logits
+        short = model(input_ids=ids[2:, :2], attention_mask=mask[2:, :2]).logits
+        torch.testing.assert_close(short, got[2:], atol=1e-5, rtol=1e-5)
+
+
+def test_classifier_fits_the_strategy_helpers_and_lora():
+    model = MeanPoolClassifier(tiny_encoder())
+    depth = layer_depth(model)
+    assert depth["classifier.weight"] == 3 and depth["bert.embeddings.word_embeddings.weight"] == 0
+    freeze(model, keep=("classifier",))
+    assert count_parameters(model)[0] == 16 * 2 + 2
+    lora = add_lora(MeanPoolClassifier(tiny_encoder()), target_modules=("query", "value"), r=2, alpha=4)
+    assert count_parameters(lora)[0] == 2 * 2 * 2 * (16 + 16) + 16 * 2 + 2
+    ids = torch.randint(1, 50, (4, 6))
+    data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 0, 1])}] * 3
+    h = fit(model, data, epochs=1, lr=1e-2, device="cpu", mixed_precision=False, progress=False, verbose=False)
+    assert len(h.step_loss) == 3
+    out = model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1]))
+    assert out.loss is not None and out.logits.shape == (4, 2)
+
+
+def test_classifier_refuses_bad_input():
+    with pytest.raises(ftlib.CourseError, match="config"):
+        MeanPoolClassifier(torch.nn.Linear(3, 3))
+    with pytest.raises(ftlib.CourseError, match="at least 2"):
+        MeanPoolClassifier(tiny_encoder(), num_labels=1)
+
+
+def test_mean_pool_head_on_cached_vectors():
+    head = MeanPoolHead(16, hidden=8, dropout=0.1).eval()
+    h, mask = torch.randn(2, 4, 16), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    out = head(h, mask)
+    assert out.logits.shape == (2, 2) and out.loss is None
+    h2 = h.clone()
+    h2[0, 3] = 100.0                                                  # change only a padded position
+    torch.testing.assert_close(head(h2, mask).logits, out.logits)
+    assert head(h, mask, labels=torch.tensor([0, 1])).loss.ndim == 0
+    with pytest.raises(ftlib.CourseError, match="num_labels"):
+        MeanPoolHead(16, num_labels=1)
