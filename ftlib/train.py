@@ -1,7 +1,8 @@
 """The training engine: one loop that trains every model in the course (derived in notebook 05).
 
 Every lesson that trains -- classification (05-08, 10, 13), causal language modelling (11),
-tagging, question answering and translation (14), distillation (13) -- goes through
+instruction tuning and DPO (12), tagging, question answering and translation (14), distillation
+(13) -- goes through
 :func:`fit`, and every evaluation through :func:`evaluate`. The parts:
 
 * **one optimiser rule** -- :func:`make_optimizer`: AdamW over the trainable parameters,
@@ -84,18 +85,29 @@ def _score(logits, labels, model=None, loss_fn=None):
     return loss, valid.sum(), correct
 
 
-def lm_loss(model, batch: dict, chunk_tokens: int | None = 4096):
+def lm_loss(model, batch: dict, chunk_tokens: int | None = 4096, labelled_only: bool = False):
     """``(mean loss, predicted tokens, None)`` for a causal LM: logits at t score the token at t + 1.
 
     Models with a separate body and output layer (``get_decoder()`` and
     ``get_output_embeddings()``, as every transformers ``...ForCausalLM``, LoRA-wrapped too) use
-    :func:`ftlib.lm.chunked_lm_loss`; others (or ``chunk_tokens=None``) make the full logits."""
+    :func:`ftlib.lm.chunked_lm_loss`; others (or ``chunk_tokens=None``) make the full logits.
+    ``labelled_only=True`` applies the output layer only at positions whose next token has a
+    label (the response of a chat example, :mod:`ftlib.chat`): the same loss, fewer FLOPs when
+    most labels are -100 (its boolean selection reads the labels' count on the host)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     labels = batch["labels"]
     get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
     body = get_body() if callable(get_body) else None
     head = get_head() if callable(get_head) else None
-    if chunk_tokens and body is not None and body is not model and head is not None:
+    split = body is not None and body is not model and head is not None
+    if labelled_only:
+        if not split:
+            raise CourseError(f"labelled_only=True needs a model with get_decoder() and get_output_embeddings() "
+                              f"(a transformers ...ForCausalLM); {type(model).__name__} has not both.")
+        hidden, target = body(**inputs).last_hidden_state[:, :-1], labels[:, 1:]
+        keep = target != IGNORE
+        total = F.cross_entropy(head(hidden[keep]).float(), target[keep], reduction="sum")
+    elif chunk_tokens and split:
         total = chunked_lm_loss(body(**inputs).last_hidden_state, head, labels, chunk_tokens)
     else:
         total = causal_lm_loss(model(**inputs).logits, labels, reduction="sum")

@@ -1,0 +1,120 @@
+"""Direct preference optimisation from scratch (derived in notebook 12).
+
+DPO (Rafailov et al. 2023) trains a policy :math:`\\pi_\\theta` on pairs of responses to one
+prompt, a *chosen* :math:`y_w` and a *rejected* :math:`y_l`, against a frozen reference
+:math:`\\pi_{ref}` (the SFT model it starts from):
+
+.. math::
+
+    L = -\\log \\sigma\\Big(\\beta \\big[(\\log \\pi_\\theta(y_w) - \\log \\pi_{ref}(y_w))
+                               - (\\log \\pi_\\theta(y_l) - \\log \\pi_{ref}(y_l))\\big]\\Big)
+
+where :math:`\\log \\pi(y)` is the **sum** of the response tokens' log-probabilities given the
+prompt. :math:`r = \\beta (\\log \\pi_\\theta(y) - \\log \\pi_{ref}(y))` is the *implicit reward*;
+the loss pushes the chosen reward above the rejected one, and :math:`\\beta` sets how far the
+policy may move from the reference for a given margin.
+
+* :func:`sequence_logprobs` -- the summed log-probability of each row's labelled tokens;
+* :func:`dpo_loss` -- the loss and both rewards from four vectors of log-probabilities;
+* :func:`pair_batches` -- batches of ``[chosen rows; rejected rows]`` (examples from
+  :func:`ftlib.chat.build_example`) with the reference's log-probabilities stored alongside;
+* :func:`dpo_task` -- a task for :func:`ftlib.train.fit` / :func:`ftlib.train.evaluate`
+  (items = pairs, correct = pairs whose chosen reward beats the rejected one).
+
+Checked against TRL's ``DPOTrainer`` loss on the same batch in the notebook and the tests.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ftlib.batches import IGNORE
+from ftlib.chat import pad_examples
+from ftlib.errors import CourseError
+
+__all__ = ["sequence_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs"]
+
+_NOT_MODEL = ("labels", "ref_logps")
+
+
+def sequence_logprobs(model, batch: dict) -> torch.Tensor:
+    """``(rows,)`` float32: for each row, the sum over its labelled positions t of
+    ``log p(labels[t] | tokens < t)`` (logits at t - 1 score the token at t; -100 skipped).
+
+    The output layer runs only where a label is set (as :func:`ftlib.chat.response_loss`)."""
+    inputs = {k: v for k, v in batch.items() if k not in _NOT_MODEL}
+    labels = batch["labels"]
+    body, head = model.get_decoder(), model.get_output_embeddings()
+    hidden, target = body(**inputs).last_hidden_state[:, :-1], labels[:, 1:]
+    keep = target != IGNORE
+    logp = torch.log_softmax(head(hidden[keep]).float(), dim=-1)
+    token = logp.gather(-1, target[keep][:, None])[:, 0]
+    rows = keep.nonzero()[:, 0]
+    return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float = 0.1):
+    """``(mean loss, chosen rewards, rejected rewards)``: the sigmoid DPO loss.
+
+    Each argument is a ``(pairs,)`` tensor of summed response log-probabilities."""
+    if beta <= 0:
+        raise CourseError(f"beta must be > 0 (typical: 0.1), got {beta}.")
+    shapes = {t.shape for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)}
+    if len(shapes) != 1:
+        raise CourseError(f"The four log-probability vectors must have one shape, got {sorted(map(tuple, shapes))}.")
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen_reward - rejected_reward).mean()
+    return loss, chosen_reward.detach(), rejected_reward.detach()
+
+
+def pair_batches(chosen, rejected, pad_id: int, batch_size: int, ref_logps=None, order=None) -> list[dict]:
+    """Batches for DPO: each holds the chosen rows of ``batch_size`` pairs, then their rejected rows
+    (``input_ids``, ``labels``, ``attention_mask`` of shape (2B, T)); with ``ref_logps`` (a
+    ``(2, pairs)`` tensor: chosen, rejected) also ``ref_logps`` of shape (2B,).
+
+    ``chosen`` / ``rejected``: lists of examples from :func:`ftlib.chat.build_example`, pair i
+    in position i of both. ``order``: the pairs' order (default: as given)."""
+    if len(chosen) != len(rejected) or not chosen:
+        raise CourseError(f"Need as many chosen as rejected examples (at least one), got {len(chosen)} and "
+                          f"{len(rejected)}.")
+    order = list(range(len(chosen))) if order is None else [int(i) for i in order]
+    out = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = pad_examples([chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id)
+        if ref_logps is not None:
+            batch["ref_logps"] = torch.cat([ref_logps[0, idx], ref_logps[1, idx]]).float()
+        out.append(batch)
+    return out
+
+
+def pair_logprobs(model, batches) -> torch.Tensor:
+    """``(2, pairs)``: the summed response log-probabilities of every pair's chosen (row 0) and
+    rejected (row 1) response under ``model`` (eval mode, no gradients), in batch order."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    parts = []
+    with torch.no_grad():
+        for batch in batches:
+            lp = sequence_logprobs(model, {k: v.to(device) for k, v in batch.items()}).cpu()
+            parts.append(lp.view(2, -1))
+    model.train(was)
+    return torch.cat(parts, dim=1)
+
+
+def dpo_task(beta: float = 0.1):
+    """A task for ``fit`` / ``evaluate``: ``(model, batch) -> (mean DPO loss, pairs, pairs whose
+    chosen reward > rejected reward)``. Batches from :func:`pair_batches` with ``ref_logps``."""
+    def dpo(model, batch):
+        if "ref_logps" not in batch:
+            raise CourseError("A DPO batch needs the reference's log-probabilities: build it with "
+                              "pair_batches(..., ref_logps=pair_logprobs(reference, batches)).")
+        logps = sequence_logprobs(model, batch)
+        pc, pr = logps.chunk(2)
+        rc, rr = batch["ref_logps"].chunk(2)
+        loss, chosen_reward, rejected_reward = dpo_loss(pc, pr, rc, rr, beta)
+        return loss, torch.tensor(pc.shape[0], device=loss.device), (chosen_reward > rejected_reward).sum()
+    dpo.__name__ = f"dpo_beta{beta:g}"
+    return dpo
