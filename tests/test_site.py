@@ -90,9 +90,17 @@ def report(line: str) -> None:
         f.write(line + "\n")
 
 
+SERVER_ERRORS: list[str] = []   # every request the server answered with an error, page events or not
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+    def send_error(self, code, *args, **kwargs):
+        # The browser's own requests (/favicon.ico) raise no page event; the server sees them all.
+        SERVER_ERRORS.append(f"HTTP {code} for {self.path}")
+        super().send_error(code, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +169,8 @@ class Visit:
         self.page.on("request", self._request)
         self.page.on("requestfailed", lambda r: self.problems.append(f"failed request {r.url}: {r.failure}"))
         self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status} for {r.url}"))
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(
+            f"console error: {m.text} (at {m.location.get('url') or 'no url'})"))
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.goto(server + url, wait_until="networkidle")
         # MathJax 3 typesets after load; wait until it has finished (pages with no maths have no MathJax).
@@ -198,6 +207,7 @@ def test_every_page_loads_offline_with_maths_figures_and_run_info(browser, serve
     shutil.rmtree(SHOTS, ignore_errors=True)
     SHOTS.mkdir(parents=True)
     failures, t0 = [], time.time()
+    SERVER_ERRORS.clear()
     for rel in pages(site):
         visit = Visit(browser, server, rel)
         facts = visit.page.evaluate(PAGE_FACTS)
@@ -224,12 +234,16 @@ def test_every_page_loads_offline_with_maths_figures_and_run_info(browser, serve
         if problems:
             failures.append(f"{rel}:\n  " + "\n  ".join(problems))
     report(f"{len(pages(site))} pages opened in Chromium in {time.time() - t0:.0f} s; screenshots in {SHOTS.relative_to(ROOT)}")
+    if SERVER_ERRORS:
+        failures.append("the server answered with an error (requests no page event shows):\n  "
+                        + "\n  ".join(sorted(set(SERVER_ERRORS))))
     assert not failures, "\n".join(failures)
 
 
 def test_the_checks_of_a_page_can_fail(browser, server, site, tmp_path):
     """The page checks above catch what they claim to: raw TeX, an external script, a missing figure."""
     bad = site / "_broken_page_for_test.html"
+    SERVER_ERRORS.clear()
     bad.write_text('<html><body><main><p>\\(p\\) is raw</p><img src="_images/none.png">'
                    '<script src="https://cdn.jsdelivr.net/npm/x.js"></script></main></body></html>')
     try:
@@ -240,6 +254,7 @@ def test_the_checks_of_a_page_can_fail(browser, server, site, tmp_path):
         bad.unlink()
     assert any("external request https://cdn.jsdelivr.net" in p for p in visit.problems)
     assert any("HTTP 404" in p for p in visit.problems)
+    assert "HTTP 404 for /_images/none.png" in SERVER_ERRORS      # the server's own record sees it too
     assert RAW_TEX.search(facts["prose"])
     assert facts["imgs"][0]["w"] == 0
 
@@ -249,7 +264,7 @@ def test_the_checks_of_a_page_can_fail(browser, server, site, tmp_path):
 class _Refs(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.ids, self.links, self.assets = set(), [], []
+        self.ids, self.links, self.assets, self.icons = set(), [], [], []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -257,6 +272,8 @@ class _Refs(HTMLParser):
             self.ids.add(a["id"])
         if tag == "a" and a.get("href"):
             self.links.append(a["href"])
+        if tag == "link" and "icon" in (a.get("rel") or "").split() and a.get("href"):
+            self.icons.append(a["href"])
         for key in ("src", "href") if tag in ("script", "img", "link", "source", "iframe") else ():
             if a.get(key) and not (tag == "link" and a.get("rel") in ("canonical", "alternate")):
                 self.assets.append((tag, a[key]))
@@ -275,6 +292,27 @@ def test_no_page_refers_to_an_external_script_style_font_or_image(site):
            if re.match(r"(https?:)?//", url)]
     bad += [f"{css.relative_to(site)}: {m}" for css in site.rglob("*.css") for m in css_urls.findall(css.read_text(errors="replace"))]
     assert not bad, "the site must work offline:\n" + "\n".join(bad)
+
+
+def pages_without_an_icon(site: Path) -> list[str]:
+    """Pages that name no icon that exists. A browser asks such a page's server for /favicon.ico, and
+    whether that 404 is seen before the page moves on (the root page is a redirect) is a race: the
+    site test then fails on some runs and not others. So every page names one."""
+    bad = []
+    for rel in pages(site):
+        hrefs = _parse(site / rel).icons
+        icons = [(site / rel).parent / unquote(urlsplit(h).path) for h in hrefs if not h.startswith("data:")]
+        if not any(h.startswith("data:") for h in hrefs) and not any(Path(os.path.normpath(i)).is_file() for i in icons):
+            bad.append(rel)
+    return bad
+
+
+def test_every_page_names_an_icon_so_no_browser_asks_for_favicon_ico(site, tmp_path):
+    assert not pages_without_an_icon(site), "pages with no icon: " + ", ".join(pages_without_an_icon(site))
+    assert (site / "favicon.ico").is_file()              # and for browsers that ask anyway
+    # the wrong answer it rejects: Jupyter Book's own root page, a bare redirect
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/intro.html" />')
+    assert pages_without_an_icon(tmp_path) == ["index.html"]
 
 
 def test_every_internal_link_resolves(site):

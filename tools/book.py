@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,6 +147,34 @@ def prepare(src: Path, mode: str) -> dict[str, dict | None]:
     return records
 
 
+ROOT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<link rel="icon" href="data:,">
+<meta http-equiv="Refresh" content="0; url={start}">
+</head><body><p><a href="{start}">{title}</a></p></body></html>
+"""
+
+
+def root_page(html: Path, cfg: dict) -> None:
+    """Replace Jupyter Book's bare redirect (``<meta http-equiv="Refresh">`` and nothing else) with a page.
+
+    The bare one names no icon, so Chromium asks the server for ``/favicon.ico`` on every visit: a
+    404 on the site's front door, seen in CI as a console error on some runs and not others (whether
+    it is logged before the redirect is a race). Naming the real icon does not help: the redirect
+    aborts its request, a failed request on most visits (measured). So the page names an empty
+    ``data:`` icon, which nothing fetches, and ``favicon.ico`` is put at the root for browsers that
+    ask anyway.
+    """
+    index = html / "index.html"
+    start = re.search(r'url=([^"\s]+)"', index.read_text(encoding="utf-8"))
+    if start is None:   # Jupyter Book wrote a real page: leave it
+        return
+    icon = Path(cfg["html"]["favicon"]).name
+    index.write_text(ROOT_PAGE.format(title=cfg.get("title", "Book"), start=start.group(1)),
+                     encoding="utf-8")
+    shutil.copyfile(html / "_static" / icon, html / "favicon.ico")
+
+
 def build(mode: str = "auto", out: Path | None = None) -> Path:
     out = Path(out) if out else ROOT / "book"
     cfg = yaml.safe_load((ROOT / "book" / "_config.yml").read_text(encoding="utf-8"))
@@ -161,6 +190,7 @@ def build(mode: str = "auto", out: Path | None = None) -> Path:
                "--config", str(config), "--toc", str(src / "book" / "_toc.yml"),
                "--path-output", str(out), "--keep-going", "-W"]
         subprocess.run(cmd, check=True, cwd=src, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    root_page(html, cfg)
     print(f"book: built in {time.time() - t0:.0f} s (not counting notebook execution)")
     return html
 
