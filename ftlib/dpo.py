@@ -28,9 +28,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ftlib.batches import IGNORE
 from ftlib.chat import pad_examples
 from ftlib.errors import CourseError
+from ftlib.lm import labelled_logits
 
 __all__ = ["sequence_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs"]
 
@@ -44,12 +44,8 @@ def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     The output layer runs only where a label is set (as :func:`ftlib.chat.response_loss`)."""
     inputs = {k: v for k, v in batch.items() if k not in _NOT_MODEL}
     labels = batch["labels"]
-    body, head = model.get_decoder(), model.get_output_embeddings()
-    hidden, target = body(**inputs).last_hidden_state[:, :-1], labels[:, 1:]
-    keep = target != IGNORE
-    logp = torch.log_softmax(head(hidden[keep]).float(), dim=-1)
-    token = logp.gather(-1, target[keep][:, None])[:, 0]
-    rows = keep.nonzero()[:, 0]
+    logits, target, rows = labelled_logits(model, inputs, labels)
+    token = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0]
     return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token)
 
 

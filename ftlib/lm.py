@@ -24,7 +24,7 @@ from ftlib.batches import IGNORE   # the label transformers' losses skip
 from ftlib.errors import CourseError
 from ftlib.device import autocast, pick_dtype
 
-__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "PROMPT", "prompt_examples", "label_word_ids",
+__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "labelled_logits", "PROMPT", "prompt_examples", "label_word_ids",
            "label_word_logprobs"]
 
 
@@ -97,6 +97,26 @@ def chunked_lm_loss(hidden, head, labels, chunk_tokens: int = 4096):
     for s in range(0, h.shape[0], chunk_tokens):
         total = total + checkpoint(piece, h[s:s + chunk_tokens], y[s:s + chunk_tokens], use_reentrant=False)
     return total
+
+
+def labelled_logits(model, inputs: dict, labels):
+    """``(logits, targets, rows)`` at the positions whose next token is labelled (not -100) only.
+
+    The body of ``model`` (``get_decoder()``) runs on ``inputs``; the output layer
+    (``get_output_embeddings()``) only at the kept positions: float32 ``logits`` (n, vocab), their
+    ``targets`` (n,) and the batch ``rows`` (n,) they belong to. Shared by the response-only loss
+    (:func:`ftlib.train.lm_loss` with ``labelled_only=True``) and DPO's sequence log-probabilities
+    (:func:`ftlib.dpo.sequence_logprobs`); the boolean selection reads a count on the host."""
+    get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
+    body = get_body() if callable(get_body) else None
+    head = get_head() if callable(get_head) else None
+    if body is None or body is model or head is None:
+        raise CourseError(f"Scoring only the labelled tokens needs a model with get_decoder() and "
+                          f"get_output_embeddings() (a transformers ...ForCausalLM); {type(model).__name__} "
+                          "has not both.")
+    hidden, target = body(**inputs).last_hidden_state[:, :-1], labels[:, 1:]
+    keep = target != IGNORE
+    return head(hidden[keep]).float(), target[keep], keep.nonzero()[:, 0]
 
 
 def _batches(data: dict, batch_size: int, order=None):

@@ -55,7 +55,7 @@ from ftlib.device import autocast, pick_device, pick_dtype, sync
 from ftlib.batches import IGNORE
 from ftlib import distributed
 from ftlib.errors import CourseError
-from ftlib.lm import causal_lm_loss, chunked_lm_loss
+from ftlib.lm import causal_lm_loss, chunked_lm_loss, labelled_logits
 
 __all__ = ["History", "fit", "evaluate", "predict", "make_optimizer", "linear_schedule", "TASKS",
            "classification_loss", "lm_loss", "model_loss", "plot_history"]
@@ -99,15 +99,10 @@ def lm_loss(model, batch: dict, chunk_tokens: int | None = 4096, labelled_only: 
     get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
     body = get_body() if callable(get_body) else None
     head = get_head() if callable(get_head) else None
-    split = body is not None and body is not model and head is not None
     if labelled_only:
-        if not split:
-            raise CourseError(f"labelled_only=True needs a model with get_decoder() and get_output_embeddings() "
-                              f"(a transformers ...ForCausalLM); {type(model).__name__} has not both.")
-        hidden, target = body(**inputs).last_hidden_state[:, :-1], labels[:, 1:]
-        keep = target != IGNORE
-        total = F.cross_entropy(head(hidden[keep]).float(), target[keep], reduction="sum")
-    elif chunk_tokens and split:
+        logits, target, _ = labelled_logits(model, inputs, labels)
+        total = F.cross_entropy(logits, target, reduction="sum")
+    elif chunk_tokens and body is not None and body is not model and head is not None:
         total = chunked_lm_loss(body(**inputs).last_hidden_state, head, labels, chunk_tokens)
     else:
         total = causal_lm_loss(model(**inputs).logits, labels, reduction="sum")
