@@ -25,6 +25,10 @@ Combining rules with a model:
 * :class:`RulePrior` -- feeds that term to :func:`ftlib.train.fit` (whose ``loss_fn`` sees only
   logits, labels and model): a forward pre-hook reads the token ids the model is about to see and
   looks up each sentence's rule distribution (and whether it has a gold label);
+* :func:`rule_loss` -- the mixed loss ``CE(gold rows) + lambda * KL(rows where the rules fire)``,
+  shared by :class:`RulePrior` and :func:`rule_task`;
+* :func:`rule_task` -- a ``task`` for ``fit`` whose batches carry the rule columns themselves
+  (``rule_probs``, ``fires``, ``labelled``): the way for batches you build, e.g. cached features;
 * :func:`override` -- post-processing: replace a model's low-confidence predictions by the rules'
   label where the rules are confident.
 """
@@ -367,12 +371,53 @@ class RulePrior:
         if self.current is None:
             raise CourseError("RulePrior.loss_fn has no rule information for this batch: call "
                               "prior.attach(model) before fit(...).")
-        probs, fires, labelled = (t.to(logits.device) for t in self.current)
+        probs, fires, labelled = self.current
         if len(probs) != len(logits):
             raise CourseError("RulePrior saw a different batch than the loss: attach it to the model fit trains.")
-        ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-        ce = (ce * labelled).sum() / labelled.sum().clamp(min=1)
-        return ce + self.lam * constraint_loss(logits, probs, fires)
+        return rule_loss(logits, labels, probs, fires, labelled, self.lam)
+
+
+def rule_loss(logits, labels, rule_probs, fires, labelled, lam: float = 1.0) -> torch.Tensor:
+    """The hybrid loss: mean ``CE`` over the ``labelled`` rows + ``lam *`` mean ``KL(model || rules)`` over
+    the rows where the rules ``fires``. Rows that are not labelled carry a placeholder label, unused.
+    ``lam=0`` with every row labelled is plain cross-entropy."""
+    if lam < 0:
+        raise CourseError(f"lam (the weight of the rule term) must be >= 0, got {lam}.")
+    fires, labelled = fires.to(logits.device).bool(), labelled.to(logits.device).bool()
+    logits = logits.float()
+    ce = torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction="none")
+    ce = (ce * labelled).sum() / labelled.sum().clamp(min=1)
+    if lam == 0:
+        return ce
+    return ce + lam * constraint_loss(logits, rule_probs.to(logits.device), fires)
+
+
+RULE_COLUMNS = ("rule_probs", "fires", "labelled")
+
+
+def rule_task(lam: float = 1.0):
+    """A ``task`` for :func:`ftlib.train.fit` whose batches carry the rules with them.
+
+    Each batch holds the model's inputs, ``labels`` and the columns ``rule_probs`` (B, 2), ``fires``
+    and ``labelled`` (B,); the task takes those out, runs the model on the rest and returns
+    :func:`rule_loss`. This is the way when the batches are yours (cached features, lesson 08); for a
+    loader of token ids that must stay unchanged, :class:`RulePrior` finds the rules from the ids.
+    """
+    if lam < 0:
+        raise CourseError(f"lam (the weight of the rule term) must be >= 0, got {lam}.")
+
+    def rules_and_labels(model, batch):
+        missing = [k for k in RULE_COLUMNS + ("labels",) if k not in batch]
+        if missing:
+            raise CourseError(f"rule_task's batches need the columns {list(RULE_COLUMNS) + ['labels']}; "
+                              f"this one lacks {missing}.")
+        inputs = {k: v for k, v in batch.items() if k not in RULE_COLUMNS + ("labels",)}
+        logits = model(**inputs).logits
+        loss = rule_loss(logits, batch["labels"], batch["rule_probs"], batch["fires"], batch["labelled"], lam)
+        return loss, torch.tensor(len(logits), device=loss.device), None
+
+    rules_and_labels.__name__ = f"rule_task(lam={lam:g})"
+    return rules_and_labels
 
 
 def override(model_probs, rule_results, model_below: float = 0.7, rules_at_least: float = 2.0):

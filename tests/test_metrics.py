@@ -305,3 +305,20 @@ def test_distinct_n():
 def test_bad_input_raises_course_error(call):
     with pytest.raises(CourseError):
         call()
+
+
+def test_seed_interval_is_students_t_and_wider_than_a_normal_interval():
+    from scipy import stats
+    d = np.array([0.02, 0.005, 0.01, 0.03, -0.005])      # five seeds' differences
+    ci = M.seed_interval(d)
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert ci.estimate == pytest.approx(d.mean()) and ci.low == pytest.approx(low) and ci.high == pytest.approx(high)
+    # the wrong answer it rejects: a normal (z) interval, which with 5 seeds excludes 0 here; t does not
+    z_low = d.mean() - 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    assert z_low > 0 and ci.low < 0
+    # identical runs give a zero-width interval; a clear error for one seed or a NaN
+    assert M.seed_interval([0.1, 0.1, 0.1]).high == pytest.approx(0.1)
+    with pytest.raises(CourseError, match="2 seeds"):
+        M.seed_interval([0.1])
+    with pytest.raises(CourseError, match="NaN"):
+        M.seed_interval([0.1, float("nan")])

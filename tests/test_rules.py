@@ -214,3 +214,64 @@ def test_override_replaces_only_unsure_model_where_rules_are_sure():
     assert labels.tolist() == [0, 1, 1, 0]
     with pytest.raises(CourseError):
         override(probs, scores[:2])
+
+
+def _rule_batch():
+    torch.manual_seed(0)
+    return dict(hidden=torch.randn(4, 1, 8), attention_mask=torch.ones(4, 1, dtype=torch.long),
+                labels=torch.tensor([1, 0, 0, 1]), rule_probs=rule_distribution([2.0, -1.0, 0.0, 1.5]),
+                fires=torch.tensor([True, True, False, True]), labelled=torch.tensor([True, True, False, False]))
+
+
+def test_rule_task_is_the_rule_prior_loss_on_batches_that_carry_the_rules():
+    from ftlib.heads import MeanPoolHead
+    from ftlib.rules import rule_loss, rule_task
+    head, batch = MeanPoolHead(8), _rule_batch()
+    loss, items, correct = rule_task(0.7)(head, batch)
+    logits = head(batch["hidden"], batch["attention_mask"]).logits
+    ce = F.cross_entropy(logits[:2], batch["labels"][:2])                     # labelled rows 0, 1
+    kl = constraint_loss(logits[[0, 1, 3]], batch["rule_probs"][[0, 1, 3]])   # rows where the rules fire
+    torch.testing.assert_close(loss, ce + 0.7 * kl)
+    assert int(items) == 4 and correct is None
+    # the wrong answers this rejects: the KL on every row, and the CE on the placeholder labels too
+    assert not torch.allclose(loss, ce + 0.7 * constraint_loss(logits, batch["rule_probs"]))
+    assert not torch.allclose(loss, F.cross_entropy(logits, batch["labels"]) + 0.7 * kl)
+    # lam = 0 with every row labelled is plain cross-entropy
+    plain = dict(batch, labelled=torch.ones(4, dtype=torch.bool))
+    torch.testing.assert_close(rule_task(0.0)(head, plain)[0], F.cross_entropy(logits, batch["labels"]))
+    torch.testing.assert_close(rule_loss(logits, batch["labels"], batch["rule_probs"], batch["fires"],
+                                         batch["labelled"], 0.7), loss)
+
+
+def test_rule_task_trains_a_head_towards_the_rules_through_fit():
+    from ftlib.heads import MeanPoolHead
+    from ftlib.rules import rule_task
+    from ftlib.train import fit
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8)
+    score = torch.where(x[:, 0, 0] > 0, 2.0, -2.0)            # "rules" that read one feature
+    batch = dict(hidden=x, attention_mask=torch.ones(64, 1, dtype=torch.long), labels=torch.zeros(64, dtype=torch.long),
+                 rule_probs=rule_distribution(score), fires=torch.ones(64, dtype=torch.bool),
+                 labelled=torch.zeros(64, dtype=torch.bool))   # no gold label at all: only the rules teach
+    head = MeanPoolHead(8)
+    fit(head, [batch] * 60, task=rule_task(1.0), lr=0.05, weight_decay=0.0, device="cpu", verbose=False, progress=False)
+    with torch.no_grad():
+        agree = (head(x, batch["attention_mask"]).logits.argmax(-1) == (score > 0).long()).float().mean()
+    assert agree > 0.95
+    # and with the constant placeholder label as if it were gold (lam = 0), the head learns "always 0"
+    head0 = MeanPoolHead(8)
+    fit(head0, [dict(batch, labelled=torch.ones(64, dtype=torch.bool))] * 60, task=rule_task(0.0), lr=0.05,
+        weight_decay=0.0, device="cpu", verbose=False, progress=False)
+    with torch.no_grad():
+        assert (head0(x, batch["attention_mask"]).logits.argmax(-1) == 0).all()
+
+
+def test_rule_task_errors():
+    from ftlib.heads import MeanPoolHead
+    from ftlib.rules import rule_task
+    batch = _rule_batch()
+    del batch["fires"]
+    with pytest.raises(CourseError, match="fires"):
+        rule_task(1.0)(MeanPoolHead(8), batch)
+    with pytest.raises(CourseError, match="lam"):
+        rule_task(-1.0)
