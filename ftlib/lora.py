@@ -18,13 +18,16 @@ a plain ``nn.Linear`` that is as fast as the original. ``A`` is initialised like
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
 from ftlib.errors import CourseError
 
-__all__ = ["LoRALinear", "add_lora", "merge_lora", "lora_layers"]
+_BLOCK = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
+
+__all__ = ["LoRALinear", "add_lora", "block_index", "merge_lora", "lora_layers"]
 
 
 class LoRALinear(nn.Module):
@@ -112,13 +115,23 @@ def _set_module(model: nn.Module, name: str, new: nn.Module):
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+def block_index(name: str) -> int | None:
+    """The transformer block a module belongs to, from its name (``...layers.7.mlp`` -> 7; BERT's
+    ``...layer.7...``, GPT-2's ``...h.7...``); ``None`` outside the blocks (embeddings, head)."""
+    m = _BLOCK.search(name)
+    return int(m.group(1)) if m else None
+
+
 def add_lora(model: nn.Module, target_modules=("query", "value"), r: int = 8, alpha: float = 16,
-             dropout: float = 0.0, trainable=("classifier",)) -> nn.Module:
+             dropout: float = 0.0, trainable=("classifier",), layers=None) -> nn.Module:
     """Freeze ``model`` and wrap every ``nn.Linear`` whose own name is in ``target_modules``.
 
     ``trainable``: parameters (by name substring) that stay trainable besides A and B -- the
-    new classification head, as ``peft`` does for ``task_type="SEQ_CLS"``. Returns ``model``
-    (changed in place). Raises :class:`ftlib.CourseError` if a target matches no linear layer.
+    new classification head, as ``peft`` does for ``task_type="SEQ_CLS"``. ``layers``: wrap only
+    the linears of these blocks (indices, e.g. ``range(20, 30)``; peft's ``layers_to_transform``).
+    LoRA on the top blocks alone also makes a step cheaper: the backward pass stops at the lowest
+    LoRA layer, since nothing below it needs a gradient. Returns ``model`` (changed in place).
+    Raises :class:`ftlib.CourseError` if a target matches no linear layer.
     """
     target_modules = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
     trainable = (trainable,) if isinstance(trainable, str) else tuple(trainable)
@@ -126,6 +139,14 @@ def add_lora(model: nn.Module, target_modules=("query", "value"), r: int = 8, al
         raise CourseError("This model already has LoRA layers: load a fresh model, or merge_lora() it first.")
     hits = [(n, m) for n, m in model.named_modules()
             if isinstance(m, nn.Linear) and n.split(".")[-1] in target_modules]
+    if layers is not None:
+        layers = sorted({int(i) for i in layers})
+        blocks = sorted({b for n, _ in hits if (b := block_index(n)) is not None})
+        if not layers or not set(layers) <= set(blocks):
+            raise CourseError(f"layers={layers}: this model's {target_modules} linears are in blocks "
+                              f"{blocks[0] if blocks else '-'}..{blocks[-1] if blocks else '-'}; give indices "
+                              "among those (e.g. range(n - 4, n) for the top four).")
+        hits = [(n, m) for n, m in hits if block_index(n) in layers]
     found = {n.split(".")[-1] for n, _ in hits}
     missing = [t for t in target_modules if t not in found]
     if missing:

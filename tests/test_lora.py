@@ -139,3 +139,33 @@ def test_matches_peft():
         y = ours(input_ids=x).logits
         torch.testing.assert_close(y, theirs(input_ids=x).logits)
         assert not torch.allclose(y, ref(input_ids=x).logits, atol=1e-3)
+
+
+def test_add_lora_on_some_blocks_only_equals_peft_layers_to_transform():
+    peft = pytest.importorskip("peft")
+    from ftlib.lora import block_index
+    assert [block_index(n) for n in ("model.layers.7.mlp.up_proj", "bert.encoder.layer.0.attention.self.query",
+                                     "transformer.h.11.attn", "bert.embeddings.word_embeddings", "classifier")] \
+        == [7, 0, 11, None, None]
+    ref = make_tiny_bert(vocab=50, hidden=16, layers=3, seed=0, dropout=0.1).eval()
+    ours = add_lora(copy.deepcopy(ref), target_modules=("query", "value"), r=4, alpha=8, layers=[1, 2])
+    assert sorted({block_index(n) for n, _ in lora_layers(ours)}) == [1, 2]
+    cfg = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"],
+                          lora_dropout=0.0, layers_to_transform=[1, 2], layers_pattern="layer")
+    theirs = peft.get_peft_model(copy.deepcopy(ref), cfg)
+    assert count_parameters(ours)[0] == theirs.get_nb_trainable_parameters()[0]
+    theirs_names = {n.removeprefix("base_model.model.").removesuffix(".lora_A.default.weight")
+                    for n, _ in theirs.named_parameters() if "lora_A" in n}
+    assert theirs_names == {n for n, _ in lora_layers(ours)}
+    # the wrong answer rejected: every block wrapped has more trainable parameters than peft's
+    assert count_parameters(add_lora(copy.deepcopy(ref), r=4, alpha=8))[0] > theirs.get_nb_trainable_parameters()[0]
+    # no graph is recorded below block 1, so the backward pass stops there (a cheaper step)
+    seen = {}
+    for i in range(3):
+        ours.bert.encoder.layer[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out[0].requires_grad))
+    ours(input_ids=torch.randint(0, 50, (2, 7)))
+    assert seen == {0: False, 1: True, 2: True}
+    with pytest.raises(ftlib.CourseError, match="blocks 0..2"):
+        add_lora(copy.deepcopy(ref), layers=[3])
+    with pytest.raises(ftlib.CourseError, match="blocks"):
+        add_lora(copy.deepcopy(ref), layers=[])
