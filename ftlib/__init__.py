@@ -15,6 +15,7 @@ module             what it keeps                               notebook
 ``ftlib.attention``  scaled dot-product and multi-head attention 02
 ``ftlib.bert``     a BERT encoder that runs course-bert        03
 ``ftlib.gpt``      a Llama-style decoder that runs course-gpt  03
+``ftlib.subwords``  BPE training, WordPiece, in plain code     03
 ``ftlib.text``     tokenising, dynamic padding, length groups  04
 ``ftlib.train``    the engine: fit / evaluate / predict         05
 ``ftlib.strategies``  freezing, layer-wise LR, unfreezing      06
@@ -35,6 +36,7 @@ module             what it keeps                               notebook
 ``ftlib.exercises``  the checks of every lesson's exercises    all
 ``ftlib.memory``   bytes per parameter by recipe, GPU table    (scaling out)
 ``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  (scaling out)
+``ftlib.recipes``  ``python -m ftlib train``: a run from flags  (scaling out)
 =================  ==========================================  ========
 """
 
@@ -46,7 +48,7 @@ from ftlib.device import pick_device, pick_dtype, autocast, seed_everything, des
 from ftlib.budget import Budget, get_budget  # noqa: E402
 from ftlib.models import resolve_model, load_tokenizer, load_model, COURSE_MODELS  # noqa: E402
 from ftlib.data import (load_sst2, load_tinyshakespeare, load_translation_pairs, load_squad,  # noqa: E402
-                        load_wnut17, load_mrpc, load_instructions, data_dir)
+                        load_wnut17, load_mrpc, load_instructions, data_dir, drop_leaks)
 
 __all__ = [
     "CourseError",
@@ -54,5 +56,5 @@ __all__ = [
     "Budget", "get_budget",
     "resolve_model", "load_tokenizer", "load_model", "COURSE_MODELS",
     "load_sst2", "load_tinyshakespeare", "load_translation_pairs", "load_squad", "load_wnut17", "load_mrpc",
-    "load_instructions", "data_dir",
+    "load_instructions", "data_dir", "drop_leaks",
 ]

@@ -5,6 +5,8 @@
     python -m ftlib download-data DIR  write a data mirror from the hub (needs the internet once)
     python -m ftlib bench [...]        benchmarks of notebooks 10 and 11; `bench export-weights DIR`
     python -m ftlib predict DIR "s" ...  classify sentences with a model folder saved by ftlib.deploy.save
+    python -m ftlib train [...]        fine-tune from flags with ftlib.train.fit (see train --help; under
+                                       torchrun / accelerate launch it trains data-parallel)
 
 A mistake (a bad setting, a missing folder, bad input) prints one ``error: ...`` line on stderr
 and exits with status 2; no traceback.
@@ -38,6 +40,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["predict"]:                    # its own parser: ftlib.deploy.main
         from ftlib import deploy
         return deploy.main(argv[1:], prog="python -m ftlib predict")
+    if argv[:1] == ["train"]:                      # its own parser: ftlib/recipes.py
+        from ftlib import recipes
+        return recipes.main(argv[1:], prog="python -m ftlib train")
     if argv[:1] == ["bench"]:                      # its own parser: ftlib/bench.py
         from ftlib import bench
         try:
@@ -54,6 +59,8 @@ def main(argv=None) -> int:
     dl.add_argument("folder")
     sub.add_parser("predict", help="classify sentences with a model folder saved by ftlib.deploy.save "
                                    "(see predict --help)")
+    sub.add_parser("train", help="fine-tune from flags with ftlib's engine, data-parallel under torchrun or "
+                                 "accelerate launch (see train --help)")
     sub.add_parser("bench", help="benchmarks of notebooks 10 and 11; `bench export-weights DIR` (see bench --help)")
     args = ap.parse_args(argv)
     try:
