@@ -179,6 +179,25 @@ def load_sst2(source: str = "auto"):
         for split, hub_split in (("train", "train"), ("validation", "validation"))})
 
 
+def drop_leaks(val_sentences, train_sentences) -> list[str]:
+    """The validation phrases that occur nowhere in the training phrases -- neither as one of them nor
+    inside a longer one -- in their order (exercise 04.3 derives it).
+
+    SST-2's training set holds phrases cut from the parse trees of whole sentences, so a validation split
+    drawn from it at random shares text with its training part unless the leaks are dropped. One search
+    in the training phrases joined by newlines finds the same leaks as testing every pair, in seconds
+    for all of SST-2 (a phrase holds no newline).
+    """
+    val_sentences, train_sentences = list(val_sentences), list(train_sentences)
+    bad = [s for s in val_sentences + train_sentences if not isinstance(s, str)]
+    if bad:
+        raise CourseError(f"drop_leaks takes lists of strings; got a {type(bad[0]).__name__} ({bad[0]!r:.60}).")
+    if any("\n" in s for s in val_sentences):
+        return [s for s in val_sentences if not any(s in t for t in train_sentences)]
+    joined = "\n".join(set(train_sentences))
+    return [s for s in val_sentences if s not in joined]
+
+
 def split_text(text: str, fractions=(0.9, 0.05, 0.05)) -> dict:
     """Cut one long text into consecutive train / validation / test pieces."""
     n = len(text)

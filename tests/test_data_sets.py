@@ -11,6 +11,7 @@ import datasets
 import pytest
 import yaml
 
+import ftlib
 from ftlib import data
 from ftlib.errors import CourseError
 
@@ -573,3 +574,20 @@ def test_instruction_split_depends_on_n_and_seed_only():
     assert data.instruction_split(1_100, seed=0) == split
     assert data.instruction_split(1_100, seed=1)["test"] != split["test"]
     assert {k: len(v) for k, v in data.instruction_split(20).items()} == {"train": 17, "validation": 1, "test": 2}
+
+
+def test_drop_leaks_equals_the_pairwise_definition_and_rejects_exact_match_only():
+    from ftlib.exercises.lesson04 import TRAIN, VAL, drop_leaks_reference
+    assert ftlib.drop_leaks(VAL, TRAIN) == drop_leaks_reference(VAL, TRAIN)
+    # the wrong answer the exercise warns about, dropping exact duplicates only, keeps a leak here
+    assert [s for s in VAL if s not in TRAIN] != drop_leaks_reference(VAL, TRAIN)
+    # on real SST-2 phrases: the same as testing every pair, and most random validation phrases leak
+    sst2 = ftlib.load_sst2()
+    train = list(sst2["train"]["sentence"][:3000])
+    val = list(sst2["train"]["sentence"][3000:3300])
+    kept = ftlib.drop_leaks(val, train)
+    assert kept == drop_leaks_reference(val, train)
+    assert 0 < len(kept) < len(val)
+    assert ftlib.drop_leaks(["a\nb"], ["x a\nb y"]) == []          # a phrase with a newline: the pairwise test
+    with pytest.raises(ftlib.CourseError, match="strings"):
+        ftlib.drop_leaks([1], ["a"])

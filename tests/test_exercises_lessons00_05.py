@@ -308,6 +308,8 @@ def test_04_3(capsys):
     fails(capsys, "04.3", lambda val, train: [v for v in val if v not in set(train)], hint="INSIDE")
     fails(capsys, "04.3", lambda val, train: [v for v in val if all(t not in v for t in train)], hint="other way round")
     fails(capsys, "04.3", lambda val, train: sorted(no_leak(val, train)), hint="order")
+    import ftlib
+    fails(capsys, "04.3", ftlib.drop_leaks, hint="write it here")       # the shortcut: ftlib's own
 
 
 # ---- 05 -----------------------------------------------------------------------------------------

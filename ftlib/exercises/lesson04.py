@@ -110,6 +110,9 @@ def drop_leaks_reference(val_sentences, train_sentences) -> list[str]:
 def check_drop_leaks(drop_leaks):
     if not callable(drop_leaks):
         raise Wrong("Answer with your function: answer = drop_leaks.")
+    from ftlib.data import drop_leaks as kept_in_ftlib
+    if drop_leaks is kept_in_ftlib:
+        raise Wrong("That is ftlib's drop_leaks, which lesson 05 uses once you have written your own: write it here.")
     got = list(drop_leaks(list(VAL), list(TRAIN)))
     want = drop_leaks_reference(VAL, TRAIN)
     if got == want:
