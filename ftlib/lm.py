@@ -24,7 +24,7 @@ from ftlib.batches import IGNORE   # the label transformers' losses skip
 from ftlib.errors import CourseError
 from ftlib.device import autocast, pick_dtype
 
-__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "labelled_logits", "PROMPT", "prompt_examples", "label_word_ids",
+__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "body_and_head", "labelled_logits", "PROMPT", "prompt_examples", "label_word_ids",
            "label_word_logprobs"]
 
 
@@ -99,6 +99,16 @@ def chunked_lm_loss(hidden, head, labels, chunk_tokens: int = 4096):
     return total
 
 
+def body_and_head(model):
+    """``(body, output layer)`` of a model that has both separately (``get_decoder()`` and
+    ``get_output_embeddings()``, as every transformers ``...ForCausalLM``, LoRA-wrapped too), else
+    ``(None, None)``."""
+    get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
+    body = get_body() if callable(get_body) else None
+    head = get_head() if callable(get_head) else None
+    return (body, head) if body is not None and body is not model and head is not None else (None, None)
+
+
 def labelled_logits(model, inputs: dict, labels):
     """``(logits, targets, rows)`` at the positions whose next token is labelled (not -100) only.
 
@@ -107,10 +117,8 @@ def labelled_logits(model, inputs: dict, labels):
     ``targets`` (n,) and the batch ``rows`` (n,) they belong to. Shared by the response-only loss
     (:func:`ftlib.train.lm_loss` with ``labelled_only=True``) and DPO's sequence log-probabilities
     (:func:`ftlib.dpo.sequence_logprobs`); the boolean selection reads a count on the host."""
-    get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
-    body = get_body() if callable(get_body) else None
-    head = get_head() if callable(get_head) else None
-    if body is None or body is model or head is None:
+    body, head = body_and_head(model)
+    if body is None:
         raise CourseError(f"Scoring only the labelled tokens needs a model with get_decoder() and "
                           f"get_output_embeddings() (a transformers ...ForCausalLM); {type(model).__name__} "
                           "has not both.")

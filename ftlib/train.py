@@ -55,7 +55,7 @@ from ftlib.device import autocast, pick_device, pick_dtype, sync
 from ftlib.batches import IGNORE
 from ftlib import distributed
 from ftlib.errors import CourseError
-from ftlib.lm import causal_lm_loss, chunked_lm_loss, labelled_logits
+from ftlib.lm import body_and_head, causal_lm_loss, chunked_lm_loss, labelled_logits
 
 __all__ = ["History", "fit", "evaluate", "predict", "make_optimizer", "linear_schedule", "TASKS",
            "classification_loss", "lm_loss", "model_loss", "plot_history"]
@@ -96,13 +96,11 @@ def lm_loss(model, batch: dict, chunk_tokens: int | None = 4096, labelled_only: 
     most labels are -100 (its boolean selection reads the labels' count on the host)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     labels = batch["labels"]
-    get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
-    body = get_body() if callable(get_body) else None
-    head = get_head() if callable(get_head) else None
+    body, head = body_and_head(model)
     if labelled_only:
         logits, target, _ = labelled_logits(model, inputs, labels)
         total = F.cross_entropy(logits, target, reduction="sum")
-    elif chunk_tokens and body is not None and body is not model and head is not None:
+    elif chunk_tokens and body is not None:
         total = chunked_lm_loss(body(**inputs).last_hidden_state, head, labels, chunk_tokens)
     else:
         total = causal_lm_loss(model(**inputs).logits, labels, reduction="sum")
