@@ -49,6 +49,7 @@ import os
 import sys
 from pathlib import Path
 
+from ftlib.deploy import _Parser      # the CLI's parser: a usage mistake is one line (as `python -m ftlib`)
 from ftlib.errors import CourseError
 
 __all__ = ["DATASETS", "RECIPES", "DEFAULT_LR", "TINY_MODEL", "parser", "run", "main"]
@@ -67,13 +68,6 @@ SETTINGS = ("task", "data", "model", "recipe", "lora_r", "lora_alpha", "train_si
             "max_steps", "lr", "batch_size", "grad_accum_steps", "max_length", "dropout", "warmup_ratio",
             "weight_decay", "seed")
 RUN_FILE, METRICS_FILE, CHECKPOINT_FILE, MODEL_DIR = "run.json", "metrics.json", "checkpoint.pt", "model"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr (exit status 2), pointing at --help."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _everywhere(err: CourseError) -> CourseError:
@@ -190,6 +184,11 @@ def check_settings(args, budget) -> dict:
     return s
 
 
+def _accelerate_cpu(env) -> bool:
+    """Whether ``accelerate launch --cpu`` (or a config with ``use_cpu``) started this process."""
+    return str(env.get("ACCELERATE_USE_CPU", "")).lower() in ("1", "true", "yes")
+
+
 def check_launcher(env=None):
     """Refuse a launch that asked for several processes but left ftlib without a process group: ftlib
     joins one only from torchrun's variables (``WORLD_SIZE`` > 1, ``RANK``, ``MASTER_ADDR``/``PORT``)."""
@@ -198,7 +197,7 @@ def check_launcher(env=None):
         return
     mpi = next((int(env[k]) for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
                 if str(env.get(k, "")).isdigit()), 1)
-    cpu = str(env.get("ACCELERATE_USE_CPU", "")).lower() in ("1", "true", "yes")
+    cpu = _accelerate_cpu(env)
     if mpi > 1 or (cpu and "MASTER_ADDR" in env):
         how = (f"MPI started {mpi} processes" if mpi > 1 else
                "`accelerate launch --cpu --num_processes N` started ONE process (Accelerate runs several CPU "
@@ -267,15 +266,21 @@ def _write_json(path: Path, payload: dict):
 
 
 # ------------------------------------------------------------------------ data, model, recipe
+def label_names(data: str) -> list[str]:
+    """The class names of ``--data`` (index = label id)."""
+    from ftlib.data import MRPC_LABELS, SST2_LABELS
+
+    return list(SST2_LABELS if data == "sst2" else MRPC_LABELS)
+
+
 def load_data(name: str, tokenizer, max_length: int, train_size, eval_size, seed: int, budget=None):
     """``(train, eval, label_names, (train rows available, eval rows available))``: seeded slices of the
     train and validation splits, tokenised without padding (MRPC as sentence pairs, with token_type_ids)."""
     import ftlib
-    from ftlib.data import MRPC_LABELS, SST2_LABELS
     from ftlib.text import check_labels, tokenize_dataset
 
     ds = ftlib.load_sst2() if name == "sst2" else ftlib.load_mrpc()
-    names = SST2_LABELS if name == "sst2" else MRPC_LABELS
+    names = label_names(name)
     available = (len(ds["train"]), len(ds["validation"]))
     take = (budget or ftlib.get_budget()).take        # a seeded shuffle, then the first rows
     train = take(ds["train"], train_size, seed=seed)
@@ -304,18 +309,18 @@ def tiny_bert(vocab_size: int, num_labels: int, dropout: float = 0.1):
     return transformers.BertForSequenceClassification(cfg)
 
 
-def load_classifier(name: str, label_names, dropout):
-    """``(model, tokenizer)``: a float32 classifier with a new head of ``len(label_names)`` classes."""
+def load_classifier(name: str, names, dropout):
+    """``(model, tokenizer)``: a float32 classifier with a new head of ``len(names)`` classes."""
     import ftlib
 
-    labels = dict(id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+    labels = dict(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     if name == TINY_MODEL:
         tokenizer = ftlib.load_tokenizer("course-bert")
-        model = tiny_bert(len(tokenizer), len(label_names), 0.1 if dropout is None else dropout)
+        model = tiny_bert(len(tokenizer), len(names), 0.1 if dropout is None else dropout)
         model.config.update(labels)
     else:
         tokenizer = ftlib.load_tokenizer(name)
-        model = ftlib.load_model(name, "classification", num_labels=len(label_names), **labels)
+        model = ftlib.load_model(name, "classification", num_labels=len(names), **labels)
     if dropout is not None:                        # every dropout of the model, whatever its config calls it
         import torch
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -355,8 +360,7 @@ def run(args, callbacks=()) -> dict | None:
     budget = ftlib.get_budget()
     settings = check_settings(args, budget)
     out = Path(args.output).expanduser()
-    device = pick_device(args.device or ("cpu" if str(os.environ.get("ACCELERATE_USE_CPU", "")).lower()
-                                         in ("1", "true", "yes") else None))
+    device = pick_device(args.device or ("cpu" if _accelerate_cpu(os.environ) else None))
     dtype, dtype_why = _precision(args.precision, device)
     world = distributed.init_from_env(device)       # torchrun / accelerate: join the process group now
     bars = _quiet_libraries(distributed.is_main())
@@ -382,9 +386,8 @@ def run(args, callbacks=()) -> dict | None:
             f"{budget.max_length} (FTLIB_BUDGET; flags override)")
 
         seed_everything(settings["seed"])              # the same new weights (head, LoRA) on every process
-        from ftlib.data import MRPC_LABELS, SST2_LABELS
-        label_names = SST2_LABELS if settings["data"] == "sst2" else MRPC_LABELS
-        model, tokenizer = load_classifier(settings["model"], label_names, settings["dropout"])
+        names = label_names(settings["data"])
+        model, tokenizer = load_classifier(settings["model"], names, settings["dropout"])
         limit = input_limit(model, tokenizer)
         if settings["max_length"] > limit:
             raise _everywhere(CourseError(f"--max-length {settings['max_length']}: {settings['model']} reads at most "
@@ -415,8 +418,8 @@ def run(args, callbacks=()) -> dict | None:
                 _write_json(out / RUN_FILE, {"settings": settings, "command": "python -m ftlib train"})
         distributed.barrier()
         train_batches = make_loader(train_ds, tokenizer, settings["batch_size"], shuffle=True, seed=settings["seed"],
-                                    num_labels=len(label_names))
-        eval_batches = make_loader(eval_ds, tokenizer, settings["batch_size"], num_labels=len(label_names))
+                                    num_labels=len(names))
+        eval_batches = make_loader(eval_ds, tokenizer, settings["batch_size"], num_labels=len(names))
         history = fit(model, train_batches, eval_batches, task="classification", epochs=settings["epochs"],
                       max_steps=settings["max_steps"], lr=settings["lr"], weight_decay=settings["weight_decay"],
                       warmup_ratio=settings["warmup_ratio"], grad_accum_steps=settings["grad_accum_steps"],
