@@ -1,14 +1,16 @@
-"""Beyond sentence classification: token classification (NER), extractive QA and
-translation with a decoder (derived in notebook 14).
+"""Beyond sentence classification: token classification (NER, notebook 14), extractive QA and
+translation with a decoder (notebook 15).
 
-NER and QA need labelled spans, and no such data set ships with the course, so
-:func:`make_ner_data` and :func:`make_qa_data` write small *synthetic* ones from templates
-(people, places, organisations). They are for learning the mechanics; the test split uses
-names that never occur in training, so a model can only succeed by reading the context.
-Online, the real benchmarks are ``conll2003`` (NER) and ``squad`` (QA) on the hub.
+Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``). Notebook 15's QA still uses the
+*synthetic* set :func:`make_qa_data` writes from templates (its test split uses names that never
+occur in training, so a model can only succeed by reading the context); :func:`make_ner_data`
+is the NER counterpart, kept for tests and quick experiments.
 
 * NER: :func:`align_labels` (word labels -> sub-token labels, -100 for the rest),
-  :func:`bio_spans`, :func:`entity_f1` (entity-level, as seqeval computes it).
+  :func:`bio_spans`, :func:`entity_f1` (entity-level, per type, as seqeval computes it),
+  :func:`entity_counts` / :func:`f1_from_counts` (for a bootstrap over sentences),
+  :func:`entity_type_confusion`, :func:`word_shape` / :func:`token_shapes` (the casing an
+  uncased tokenizer drops), :func:`group_entities` (tags -> entities).
 * QA: :func:`qa_features` (answer characters -> start/end token positions through the
   offset mapping), :func:`best_span` (the highest start+end score with start <= end),
   :func:`squad_scores` (exact match and token F1, SQuAD's definitions).
@@ -27,7 +29,8 @@ from collections import Counter
 
 from ftlib.errors import CourseError
 
-__all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1",
+__all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1", "entity_counts",
+           "f1_from_counts", "entity_type_confusion", "SHAPES", "word_shape", "token_shapes", "group_entities",
            "make_qa_data", "qa_features", "best_span", "squad_scores", "prompt_target_example"]
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -107,13 +110,27 @@ def align_labels(word_ids, word_labels, label_all_subtokens: bool = False) -> li
     return out
 
 
-def bio_spans(tags) -> set[tuple[str, int, int]]:
-    """Entities ``(type, start, end)`` (end exclusive) in a BIO sequence of tag names or ids.
+def _tag_names(tags, names=None) -> list[str]:
+    names = NER_TAGS if names is None else list(names)
+    out = []
+    for t in tags:
+        if isinstance(t, str):
+            out.append(t)
+        elif 0 <= int(t) < len(names):
+            out.append(names[int(t)])
+        else:
+            raise CourseError(f"Tag id {t} is not one of the {len(names)} tag names: pass names= (the data "
+                              "set's label names, e.g. ds.features['ner_tags'].feature.names).")
+    return out
+
+
+def bio_spans(tags, names=None) -> set[tuple[str, int, int]]:
+    """Entities ``(type, start, end)`` (end exclusive) in a BIO sequence of tag names or ids
+    (ids index ``names``, default the synthetic :data:`NER_TAGS`).
 
     An ``I-X`` that does not continue an ``X`` entity starts a new one (as seqeval does)."""
-    names = [NER_TAGS[t] if isinstance(t, int) else t for t in tags]
     spans, kind, start = set(), None, 0
-    for i, tag in enumerate(names + ["O"]):
+    for i, tag in enumerate(_tag_names(tags, names) + ["O"]):
         prefix, _, typ = tag.partition("-")
         if kind is not None and (prefix != "I" or typ != kind):
             spans.add((kind, start, i))
@@ -123,21 +140,113 @@ def bio_spans(tags) -> set[tuple[str, int, int]]:
     return spans
 
 
-def entity_f1(true_seqs, pred_seqs) -> dict:
-    """Entity-level precision, recall and F1: an entity counts only if type and both ends match."""
+def _prf(tp: int, n_true: int, n_pred: int) -> dict:
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "entities": n_true, "predicted": n_pred}
+
+
+def _sentence_spans(true_seqs, pred_seqs, names):
     if len(true_seqs) != len(pred_seqs):
         raise CourseError(f"{len(true_seqs)} true sequences but {len(pred_seqs)} predicted ones.")
-    tp = n_true = n_pred = 0
     for t, p in zip(true_seqs, pred_seqs):
         if len(t) != len(p):
             raise CourseError("A predicted tag sequence has another length than its true one: "
                               "drop the -100 positions from both the same way.")
-        st, sp = bio_spans(t), bio_spans(p)
+        yield bio_spans(t, names), bio_spans(p, names)
+
+
+def entity_f1(true_seqs, pred_seqs, names=None, by_type: bool = False) -> dict:
+    """Entity-level precision, recall and F1: an entity counts only if type and both ends match
+    (seqeval's default mode, the CoNLL script's rule). ``names``: the tag names, if the sequences
+    hold ids. ``by_type``: add ``"per_type"``, the same scores for each entity type."""
+    tp = n_true = n_pred = 0
+    per = {}
+    for st, sp in _sentence_spans(true_seqs, pred_seqs, names):
         tp, n_true, n_pred = tp + len(st & sp), n_true + len(st), n_pred + len(sp)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "entities": n_true}
+        for spans, slot in ((st & sp, 0), (st, 1), (sp, 2)):
+            for typ, _, _ in spans:
+                per.setdefault(typ, [0, 0, 0])[slot] += 1
+    out = _prf(tp, n_true, n_pred)
+    if by_type:
+        out["per_type"] = {typ: _prf(*per[typ]) for typ in sorted(per)}
+    return out
+
+
+def entity_counts(true_seqs, pred_seqs, names=None):
+    """Per sentence ``(correct, true, predicted)`` entity counts, as three integer lists: entity F1
+    of any subset of sentences is ``2 * sum(correct) / (sum(true) + sum(predicted))``, which is
+    what a bootstrap over sentences needs."""
+    rows = [(len(st & sp), len(st), len(sp)) for st, sp in _sentence_spans(true_seqs, pred_seqs, names)]
+    return [list(col) for col in zip(*rows)] if rows else [[], [], []]
+
+
+def f1_from_counts(correct, n_true, n_pred) -> float:
+    """Entity F1 from summed counts (see :func:`entity_counts`); 0 when nothing is true or predicted."""
+    c, t, p = (float(sum(x)) for x in (correct, n_true, n_pred))
+    return 2 * c / (t + p) if t + p else 0.0
+
+
+def entity_type_confusion(true_seqs, pred_seqs, names=None):
+    """Where the true entities went: ``(types, matrix)`` with rows = true type, columns = the type
+    predicted on exactly the same words, plus a last column "missed" (no predicted entity with those
+    boundaries) and a last row "spurious" (a predicted entity with no true one there)."""
+    pairs, missed, spurious, types = [], [], [], set()
+    for st, sp in _sentence_spans(true_seqs, pred_seqs, names):
+        pred_at = {(a, b): typ for typ, a, b in sp}
+        true_at = {(a, b): typ for typ, a, b in st}
+        for typ, a, b in st:
+            types.add(typ)
+            (pairs.append((typ, pred_at[(a, b)])) if (a, b) in pred_at else missed.append(typ))
+        for typ, a, b in sp:
+            types.add(typ)
+            if (a, b) not in true_at:
+                spurious.append(typ)
+    types = sorted(types)
+    at = {t: i for i, t in enumerate(types)}
+    matrix = [[0] * (len(types) + 1) for _ in range(len(types) + 1)]
+    for t, p in pairs:
+        matrix[at[t]][at[p]] += 1
+    for t in missed:
+        matrix[at[t]][len(types)] += 1
+    for p in spurious:
+        matrix[len(types)][at[p]] += 1
+    return types, matrix
+
+
+SHAPES = ["none", "lower", "Capitalised", "UPPER", "other"]
+
+
+def word_shape(word: str) -> int:
+    """The index in :data:`SHAPES` of a word's casing: ``lower``, ``Capitalised`` (first letter
+    upper, the rest not), ``UPPER`` (two or more letters, all upper), ``other`` (no letters,
+    or mixed like "iPhone"). ``none`` (0) is kept for [CLS]/[SEP]/padding."""
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return 4
+    if all(c.islower() for c in letters):
+        return 1
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return 3
+    if letters[0].isupper() and all(not c.isupper() for c in letters[1:]):
+        return 2
+    return 2 if len(letters) == 1 else 4
+
+
+def token_shapes(word_ids, words) -> list[int]:
+    """One :func:`word_shape` per token (every piece of a word gets its word's shape; 0 for the
+    tokens of no word): the casing an uncased tokenizer threw away, put back as a feature."""
+    return [0 if w is None else word_shape(words[w]) for w in word_ids]
+
+
+def group_entities(words, tags, names=None) -> list[tuple[str, str]]:
+    """Inference output as a person reads it: ``[(type, "the words"), ...]`` from one word-level
+    BIO sequence -- the word-level counterpart of transformers' pipeline
+    ``aggregation_strategy="first"`` (each word takes its first piece's label)."""
+    if len(words) != len(tags):
+        raise CourseError(f"{len(words)} words but {len(tags)} tags: give one tag per word.")
+    return [(typ, " ".join(words[a:b])) for typ, a, b in sorted(bio_spans(tags, names), key=lambda s: s[1])]
 
 
 _QA_FACTS = [

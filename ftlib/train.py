@@ -282,7 +282,8 @@ def _rows(batch):
     labels = batch.get("labels")
     if labels is not None and labels.ndim == 1:
         return (labels != IGNORE).sum()
-    return batch["input_ids"].shape[0]
+    rows_of = batch.get("input_ids", batch.get("attention_mask", labels))   # cached hidden states have no ids
+    return rows_of.shape[0]
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -135,3 +135,68 @@ def test_the_engine_trains_a_tagger_with_the_models_own_loss(bert_tok):
     assert len(losses) == 8 and losses[-1] < 0.5 * losses[0]
     with pytest.raises(CourseError):
         fit(model, [], task="model", progress=False)
+
+
+WNUT = ["O", "B-corporation", "I-corporation", "B-creative-work", "I-creative-work", "B-group", "I-group",
+        "B-location", "I-location", "B-person", "I-person", "B-product", "I-product"]
+
+
+@pytest.mark.filterwarnings("ignore:.*ill-defined")
+def test_per_type_scores_match_seqeval_classification_report():
+    """Per-type precision/recall/F1 equal seqeval's report on random WNUT-tag sequences with broken BIO."""
+    import random
+    from seqeval.metrics import classification_report
+    rng = random.Random(3)
+    true = [[rng.choice(WNUT) for _ in range(rng.randint(1, 12))] for _ in range(300)]
+    pred = [[t if rng.random() < 0.6 else rng.choice(WNUT) for t in s] for s in true]
+    ours = tasks.entity_f1(true, pred, by_type=True)["per_type"]
+    theirs = classification_report(true, pred, output_dict=True, zero_division=0)
+    types = [t for t in theirs if t not in ("micro avg", "macro avg", "weighted avg")]
+    assert sorted(types) == sorted(t for t in ours if ours[t]["entities"])
+    for t in types:
+        assert ours[t]["precision"] == pytest.approx(theirs[t]["precision"], abs=1e-12)
+        assert ours[t]["recall"] == pytest.approx(theirs[t]["recall"], abs=1e-12)
+        assert ours[t]["f1"] == pytest.approx(theirs[t]["f1-score"], abs=1e-12)
+        assert ours[t]["entities"] == theirs[t]["support"]
+    # the wrong answer it rejects: token-level F1 per type is another number
+    flat_t = [x for s in true for x in s]
+    flat_p = [x for s in pred for x in s]
+    tok_tp = sum(a == b and a.endswith("person") for a, b in zip(flat_t, flat_p))
+    tok_f1 = 2 * tok_tp / (sum(a.endswith("person") for a in flat_t) + sum(b.endswith("person") for b in flat_p))
+    assert abs(tok_f1 - theirs["person"]["f1-score"]) > 1e-3
+
+
+def test_ids_need_their_names_and_counts_give_the_same_f1():
+    ids_t, ids_p = [[9, 10, 0, 7]], [[9, 0, 0, 7]]
+    assert tasks.bio_spans(ids_t[0], WNUT) == {("person", 0, 2), ("location", 3, 4)}
+    with pytest.raises(CourseError, match="names="):
+        tasks.bio_spans([12, 13], WNUT)
+    scores = tasks.entity_f1(ids_t, ids_p, WNUT)
+    assert scores["f1"] == pytest.approx(0.5)
+    correct, n_true, n_pred = tasks.entity_counts(ids_t, ids_p, WNUT)
+    assert (correct, n_true, n_pred) == ([1], [2], [2])
+    assert tasks.f1_from_counts(correct, n_true, n_pred) == pytest.approx(scores["f1"])
+    assert tasks.f1_from_counts([0], [0], [0]) == 0.0
+
+
+def test_entity_type_confusion_counts_types_misses_and_spurious():
+    true = [["B-person", "I-person", "O", "B-location", "O", "B-product"]]
+    pred = [["B-group", "I-group", "O", "B-location", "B-person", "O"]]
+    types, m = tasks.entity_type_confusion(true, pred)
+    at = {t: i for i, t in enumerate(types)}
+    assert m[at["person"]][at["group"]] == 1          # right words, wrong type
+    assert m[at["location"]][at["location"]] == 1
+    assert m[at["product"]][len(types)] == 1          # missed
+    assert m[len(types)][at["person"]] == 1           # spurious
+    assert sum(map(sum, m)) == 4
+
+
+def test_word_shapes_and_grouping():
+    shapes = [tasks.SHAPES[tasks.word_shape(w)] for w in ["apple", "Apple", "NASA", "iPhone", "2017", "I", "@bob"]]
+    assert shapes == ["lower", "Capitalised", "UPPER", "other", "other", "Capitalised", "lower"]
+    assert tasks.token_shapes([None, 0, 0, 1, None], ["Toronto", "rocks"]) == [0, 2, 2, 1, 0]
+    words = "Sarah went to New York".split()
+    tags = ["B-person", "O", "O", "B-location", "I-location"]
+    assert tasks.group_entities(words, tags) == [("person", "Sarah"), ("location", "New York")]
+    with pytest.raises(CourseError, match="one tag per word"):
+        tasks.group_entities(words, tags[:2])

@@ -1,0 +1,166 @@
+"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 14).
+
+Fine-tuning every layer of course-bert costs a forward *and* a backward pass through all six
+blocks at every step of every epoch. If the bottom ``k`` blocks are frozen, their output for
+a sentence never changes, so it can be computed once and kept; each training step then runs
+only the top ``n - k`` blocks and the head. That is exact, not an approximation: the top
+blocks see the same hidden states they would see in the full model (checked in
+``tests/test_frozen.py``), and dropout in the frozen blocks is off, as it is for any frozen
+layer evaluated in ``eval()`` mode.
+
+* :func:`bottom_hidden` -- the hidden states after the bottom ``k`` blocks of an
+  :class:`ftlib.bert.Bert`, one ``(tokens, hidden)`` tensor per example, no padding kept;
+* :class:`TopBlocks` -- a copy of the top blocks and a task head (``"sequence"``: BERT's pooler
+  on [CLS] then a linear layer, as ``BertForSequenceClassification``; ``"token"``: a linear
+  layer on every token, as ``BertForTokenClassification``), with an optional learned
+  embedding of word shape (``shape_ids``) added to its input, and a ``forward`` that returns
+  ``.loss`` / ``.logits`` like a transformers model, so ``ftlib.train.fit(task="model")``
+  trains it;
+* :func:`pad_hidden` -- a DataLoader ``collate_fn`` that pads cached rows into a batch.
+
+On a GPU the full budget simply fine-tunes every block (``k = 0``) with the same code.
+"""
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from ftlib.errors import CourseError
+
+__all__ = ["bottom_hidden", "TopBlocks", "pad_hidden", "IGNORE"]
+
+IGNORE = -100
+
+
+def _check_k(bert, k: int) -> int:
+    n = len(bert.layers)
+    if not isinstance(k, int) or not 0 <= k <= n:
+        raise CourseError(f"k (the number of frozen bottom blocks) must be a whole number from 0 to {n} "
+                          f"(the model has {n} blocks), not {k!r}.")
+    return n
+
+
+@torch.no_grad()
+def bottom_hidden(bert, encodings, k: int, batch_size: int = 64, device=None) -> list[torch.Tensor]:
+    """The output of ``bert``'s embeddings and bottom ``k`` blocks for every example.
+
+    ``encodings``: a list of dicts with ``input_ids`` (and optionally ``token_type_ids``), one
+    per example, unpadded (what a tokenizer returns for one example). Returns a list of float32
+    CPU tensors of shape ``(len(input_ids), hidden_size)``, in the order given. Examples are run
+    in batches of similar length (less padding); padding is masked, so each row equals the
+    example run alone.
+    """
+    _check_k(bert, k)
+    if not len(encodings):
+        raise CourseError("No examples to encode: the list of encodings is empty.")
+    for i, e in enumerate(encodings):
+        if "input_ids" not in e or not len(e["input_ids"]):
+            raise CourseError(f"Example {i} has no input_ids: tokenise every example first.")
+    device = torch.device(device) if device is not None else next(bert.parameters()).device
+    was_training = bert.training
+    bert.eval()
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]["input_ids"]))
+    out: list = [None] * len(encodings)
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            rows = [torch.as_tensor(encodings[i]["input_ids"]) for i in idx]
+            ids = pad_sequence(rows, batch_first=True).to(device)
+            types = pad_sequence([torch.as_tensor(encodings[i].get("token_type_ids", torch.zeros_like(r)))
+                                  for i, r in zip(idx, rows)], batch_first=True).to(device)
+            mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True).to(device)
+            x = bert.ln_emb(bert.word_emb(ids) + bert.pos_emb(torch.arange(ids.shape[1], device=device))
+                            + bert.type_emb(types))
+            keep = mask.bool()[:, None, None, :]
+            for layer in bert.layers[:k]:
+                x = layer(x, keep)
+            for j, i in enumerate(idx):
+                out[i] = x[j, :len(rows[j])].float().cpu().clone()
+    finally:
+        bert.train(was_training)
+    return out
+
+
+class TopBlocks(nn.Module):
+    """The top ``n - k`` blocks of a :class:`ftlib.bert.Bert` (copied, trainable) and a task head.
+
+    ``kind="sequence"``: ``num_labels`` logits per example from the pooled [CLS] state;
+    ``kind="token"``: ``num_labels`` logits per token. ``n_shapes``: if given, a learned
+    embedding of a per-token shape id (``shape_ids`` in the batch), initialised to zero so the
+    untrained model equals the one without it, is added to the cached hidden states.
+    ``forward(hidden, attention_mask, labels=None, shape_ids=None)`` returns an object with
+    ``.logits`` and ``.loss`` (cross-entropy, labels of -100 ignored), as transformers' heads do.
+    """
+
+    def __init__(self, bert, k: int, num_labels: int, kind: str = "token", dropout: float = 0.1,
+                 n_shapes: int | None = None):
+        super().__init__()
+        _check_k(bert, k)
+        if kind not in ("sequence", "token"):
+            raise CourseError(f"kind must be 'sequence' (one label per example) or 'token' (one per token), "
+                              f"not {kind!r}.")
+        if not isinstance(num_labels, int) or num_labels < 2:
+            raise CourseError(f"num_labels must be a whole number >= 2, not {num_labels!r}.")
+        hidden = bert.cfg.hidden_size
+        self.kind, self.num_labels, self.k = kind, num_labels, k
+        self.layers = copy.deepcopy(bert.layers[k:])
+        self.pooler = copy.deepcopy(bert.pooler) if kind == "sequence" else None
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+        self.shape_emb = None                # made last: with or without it, the same seed gives the same head
+        if n_shapes is not None:
+            self.shape_emb = nn.Embedding(n_shapes, hidden)
+            nn.init.zeros_(self.shape_emb.weight)
+
+    def forward(self, hidden, attention_mask, labels=None, shape_ids=None):
+        if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
+            raise CourseError(f"Expected hidden states (batch, tokens, hidden) and an attention_mask "
+                              f"(batch, tokens); got {tuple(hidden.shape)} and {tuple(attention_mask.shape)}. "
+                              "Batch cached rows with ftlib.frozen.pad_hidden.")
+        x = hidden
+        if self.shape_emb is not None:
+            if shape_ids is None:
+                raise CourseError("This model adds a word-shape embedding: the batch needs shape_ids.")
+            x = x + self.shape_emb(shape_ids)
+        keep = attention_mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, keep)
+        if self.kind == "sequence":
+            logits = self.classifier(self.drop(torch.tanh(self.pooler(x[:, 0]))))
+        else:
+            logits = self.classifier(self.drop(x))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+def pad_hidden(rows) -> dict:
+    """Batch cached rows: each a dict with ``hidden`` (tokens, hidden) and ``labels`` (an int, or
+    one per token) and optionally ``shape_ids`` (one per token). Pads to the longest row:
+    hidden states with 0, ``attention_mask`` 0 there, token labels with -100, shape ids with 0."""
+    if not rows:
+        raise CourseError("An empty batch: nothing to pad.")
+    hidden = [r["hidden"] for r in rows]
+    batch = {"hidden": pad_sequence(hidden, batch_first=True),
+             "attention_mask": pad_sequence([torch.ones(len(h), dtype=torch.long) for h in hidden], batch_first=True)}
+    if "labels" in rows[0]:
+        first = rows[0]["labels"]
+        if isinstance(first, int) or (torch.is_tensor(first) and first.ndim == 0):
+            batch["labels"] = torch.tensor([int(r["labels"]) for r in rows])
+        else:
+            for r in rows:
+                if len(r["labels"]) != len(r["hidden"]):
+                    raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r['labels'])} "
+                                      "token labels: align the labels to the same tokenisation.")
+            batch["labels"] = pad_sequence([torch.as_tensor(r["labels"]) for r in rows], batch_first=True,
+                                           padding_value=IGNORE)
+    if "shape_ids" in rows[0]:
+        batch["shape_ids"] = pad_sequence([torch.as_tensor(r["shape_ids"]) for r in rows], batch_first=True)
+    return batch

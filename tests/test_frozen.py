@@ -1,0 +1,105 @@
+"""ftlib.frozen: the frozen bottom computed once, the top trained -- exact, and refused when misused."""
+import pytest
+import torch
+
+import ftlib
+from ftlib.bert import Bert
+from ftlib.errors import CourseError
+from ftlib.frozen import TopBlocks, bottom_hidden, pad_hidden
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return Bert.from_pretrained("course-bert")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    tok = ftlib.load_tokenizer("course-bert")
+    sentences = ["a short one", "a somewhat longer sentence about Toronto and Apple", "mid length text here"]
+    return [{"input_ids": tok(s)["input_ids"], "labels": [0] * len(tok(s)["input_ids"])} for s in sentences]
+
+
+@pytest.mark.parametrize("k", [0, 3, 6])
+def test_cached_bottom_plus_top_equals_the_whole_model(bert, rows, k):
+    torch.manual_seed(0)
+    top = TopBlocks(bert, k, 5, kind="token").eval()
+    for r, h in zip(rows, bottom_hidden(bert, rows, k, batch_size=2)):
+        r["hidden"] = h
+    batch = pad_hidden(rows)
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(r["input_ids"]) for r in rows], batch_first=True)
+    with torch.no_grad():
+        full = top.classifier(bert(ids, batch["attention_mask"]))
+        cached = top(batch["hidden"], batch["attention_mask"]).logits
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(full[real], cached[real], atol=1e-5)
+    # each cached row equals the sentence run alone (padding in its batch changed nothing)
+    for r in rows:
+        alone = bottom_hidden(bert, [r], k)[0]
+        assert torch.allclose(alone, r["hidden"], atol=1e-5)
+
+
+def test_caching_without_the_mask_would_be_wrong(bert, rows):
+    """The wrong answer the test above rejects: a padded batch run with every position attended."""
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(r["input_ids"]) for r in rows], batch_first=True)
+    with torch.no_grad():
+        unmasked = bert(ids)                     # attends to the padding of the short rows
+    short = len(rows[0]["input_ids"])
+    right = bottom_hidden(bert, rows, 6)[0]
+    assert not torch.allclose(unmasked[0, :short], right, atol=1e-3)
+
+
+def test_sequence_head_is_bert_for_sequence_classification_on_top(bert, rows):
+    top = TopBlocks(bert, 4, 2, kind="sequence").eval()
+    hidden = bottom_hidden(bert, rows[:1], 4)
+    batch = pad_hidden([{"hidden": hidden[0], "labels": 1}])
+    ids = torch.tensor([rows[0]["input_ids"]])
+    with torch.no_grad():
+        want = top.classifier(bert.pool(bert(ids)))
+        out = top(**batch)
+    assert torch.allclose(out.logits, want, atol=1e-5)
+    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(want, torch.tensor([1])).item(), abs=1e-5)
+
+
+def test_shape_embedding_starts_at_zero_and_then_changes_the_output(bert, rows):
+    torch.manual_seed(0)
+    plain = TopBlocks(bert, 5, 3).eval()
+    torch.manual_seed(0)
+    shaped = TopBlocks(bert, 5, 3, n_shapes=5).eval()
+    h = bottom_hidden(bert, rows[:1], 5)[0]
+    batch = pad_hidden([{"hidden": h, "labels": [0] * len(h), "shape_ids": [2] * len(h)}])
+    with torch.no_grad():
+        assert torch.equal(plain(batch["hidden"], batch["attention_mask"]).logits, shaped(**batch).logits)
+        shaped.shape_emb.weight[2] += 1.0
+        assert not torch.allclose(plain(batch["hidden"], batch["attention_mask"]).logits, shaped(**batch).logits)
+    with pytest.raises(CourseError, match="shape_ids"):
+        shaped(batch["hidden"], batch["attention_mask"])
+
+
+def test_top_blocks_train_through_fit_and_leave_the_source_model_alone(bert, rows):
+    from ftlib.train import fit
+    before = {n: p.clone() for n, p in bert.named_parameters()}
+    for r, h in zip(rows, bottom_hidden(bert, rows, 5)):
+        r["hidden"] = h
+        r["labels"] = [1] * len(h)
+    model = TopBlocks(bert, 5, 3)
+    history = fit(model, [pad_hidden(rows)], task="model", max_steps=15, lr=1e-3, warmup_ratio=0.0,
+                  verbose=False, progress=False)
+    assert history.step_loss[-1] < 0.5 * history.step_loss[0]
+    assert all(torch.equal(p, before[n]) for n, p in bert.named_parameters())
+
+
+def test_bad_input_gets_one_clear_error(bert, rows):
+    with pytest.raises(CourseError, match="from 0 to 6"):
+        bottom_hidden(bert, rows, 7)
+    with pytest.raises(CourseError, match="empty"):
+        bottom_hidden(bert, [], 2)
+    with pytest.raises(CourseError, match="'sequence'"):
+        TopBlocks(bert, 2, 3, kind="span")
+    with pytest.raises(CourseError, match="num_labels"):
+        TopBlocks(bert, 2, 1)
+    h = torch.zeros(3, 384)
+    with pytest.raises(CourseError, match="align the labels"):
+        pad_hidden([{"hidden": h, "labels": [0, 0]}])
+    with pytest.raises(CourseError, match="pad_hidden"):
+        TopBlocks(bert, 5, 3)(h, torch.ones(3, dtype=torch.long))
