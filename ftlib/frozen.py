@@ -1,17 +1,19 @@
-"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 14).
+"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 14, used again in 15).
 
 Fine-tuning every layer of course-bert costs a forward *and* a backward pass through all six
 blocks at every step of every epoch. If the bottom ``k`` blocks are frozen, their output for
 a sentence never changes, so it can be computed once and kept; each training step then runs
 only the top ``n - k`` blocks and the head. That is exact, not an approximation: the top
 blocks see the same hidden states they would see in the full model (checked in
-``tests/test_frozen.py``), and dropout in the frozen blocks is off, as it is for any frozen
-layer evaluated in ``eval()`` mode.
+``tests/test_frozen.py``), with dropout off in the frozen blocks. (Freezing by
+``requires_grad=False`` alone, with the model in ``train()`` mode, keeps dropout on in the
+frozen blocks: a slightly different, noisier model than this one.)
 
 * :func:`bottom_hidden` -- the hidden states after the bottom ``k`` blocks of an
   :class:`ftlib.bert.Bert`, one ``(tokens, hidden)`` tensor per example, no padding kept;
 * :class:`TopBlocks` -- a copy of the top blocks and a task head (``"sequence"``: BERT's pooler
-  on [CLS] then a linear layer, as ``BertForSequenceClassification``; ``"token"``: a linear
+  on [CLS] then a linear layer, as ``BertForSequenceClassification``, or with ``pooling="mean"``
+  the mean of the token states, as course-bert was pre-trained; ``"token"``: a linear
   layer on every token, as ``BertForTokenClassification``), with an optional learned
   embedding of word shape (``shape_ids``) added to its input, and a ``forward`` that returns
   ``.loss`` / ``.logits`` like a transformers model, so ``ftlib.train.fit(task="model")``
@@ -98,24 +100,28 @@ class TopBlocks(nn.Module):
     """
 
     def __init__(self, bert, k: int, num_labels: int, kind: str = "token", dropout: float = 0.1,
-                 n_shapes: int | None = None):
+                 n_shapes: int | None = None, pooling: str = "pooler"):
         super().__init__()
         _check_k(bert, k)
         if kind not in ("sequence", "token"):
             raise CourseError(f"kind must be 'sequence' (one label per example) or 'token' (one per token), "
                               f"not {kind!r}.")
+        if pooling not in ("pooler", "mean"):
+            raise CourseError(f"pooling must be 'pooler' (BERT's tanh(W h_CLS)) or 'mean' (the mean of the token "
+                              f"states, how course-bert was pre-trained), not {pooling!r}.")
         if not isinstance(num_labels, int) or num_labels < 2:
             raise CourseError(f"num_labels must be a whole number >= 2, not {num_labels!r}.")
         hidden = bert.cfg.hidden_size
-        self.kind, self.num_labels, self.k = kind, num_labels, k
+        self.kind, self.num_labels, self.k, self.pooling = kind, num_labels, k, pooling
         self.layers = copy.deepcopy(bert.layers[k:])
-        self.pooler = copy.deepcopy(bert.pooler) if kind == "sequence" else None
+        self.pooler = copy.deepcopy(bert.pooler) if kind == "sequence" and pooling == "pooler" else None
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_labels)
         self.shape_emb = None                # made last: with or without it, the same seed gives the same head
         if n_shapes is not None:
-            self.shape_emb = nn.Embedding(n_shapes, hidden)
-            nn.init.zeros_(self.shape_emb.weight)
+            # from zeros, drawing no random numbers: the run with the feature sees the same dropout
+            # masks and batches as the run without it
+            self.shape_emb = nn.Embedding.from_pretrained(torch.zeros(n_shapes, hidden), freeze=False)
 
     def forward(self, hidden, attention_mask, labels=None, shape_ids=None):
         if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
@@ -130,7 +136,10 @@ class TopBlocks(nn.Module):
         keep = attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
             x = layer(x, keep)
-        if self.kind == "sequence":
+        if self.kind == "sequence" and self.pooling == "mean":
+            m = attention_mask.unsqueeze(-1).to(x.dtype)
+            logits = self.classifier(self.drop((x * m).sum(1) / m.sum(1).clamp(min=1)))
+        elif self.kind == "sequence":
             logits = self.classifier(self.drop(torch.tanh(self.pooler(x[:, 0]))))
         else:
             logits = self.classifier(self.drop(x))
@@ -162,5 +171,9 @@ def pad_hidden(rows) -> dict:
             batch["labels"] = pad_sequence([torch.as_tensor(r["labels"]) for r in rows], batch_first=True,
                                            padding_value=IGNORE)
     if "shape_ids" in rows[0]:
+        for r in rows:
+            if len(r["shape_ids"]) != len(r["hidden"]):
+                raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r['shape_ids'])} shape ids: "
+                                  "compute them from the same tokenisation (tasks.token_shapes).")
         batch["shape_ids"] = pad_sequence([torch.as_tensor(r["shape_ids"]) for r in rows], batch_first=True)
     return batch

@@ -12,7 +12,10 @@ spreads), so a frozen encoder with a pooler head learns almost nothing.
 * :class:`MeanPoolClassifier` -- an encoder (its pooler removed) plus mean pooling, dropout and
   one ``nn.Linear`` called ``classifier``: a sequence classifier for ``ftlib.train.fit``, the
   helpers of :mod:`ftlib.strategies`, :func:`ftlib.lora.add_lora` and ``peft``;
-* :func:`load_mean_pool_classifier` -- course-bert (or another encoder) with that head.
+* :func:`load_mean_pool_classifier` -- course-bert (or another encoder) with that head;
+* :func:`pair_features` / :class:`PairHead` -- a bi-encoder's pair classifier (SBERT's, Reimers &
+  Gurevych 2019): a linear layer on ``[u, v, |u - v|, u * v]`` of two sentence vectors
+  (notebook 15, MRPC).
 
 The models return an object with ``.logits`` (and ``.loss`` when given ``labels``), like a
 transformers model, so ``fit`` / ``evaluate`` take them unchanged.
@@ -27,7 +30,7 @@ from torch import nn
 
 from ftlib.errors import CourseError
 
-__all__ = ["mean_pool", "MeanPoolHead", "MeanPoolClassifier", "load_mean_pool_classifier"]
+__all__ = ["mean_pool", "MeanPoolHead", "MeanPoolClassifier", "load_mean_pool_classifier", "pair_features", "PairHead"]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -124,3 +127,29 @@ def load_mean_pool_classifier(name: str = "course-bert", num_labels: int = 2, dr
     if seed is not None:
         torch.manual_seed(seed)
     return MeanPoolClassifier(encoder, num_labels, dropout)
+
+
+def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[u, v, |u - v|, u * v]`` for two batches of sentence vectors ``(batch, dim)``: order-aware
+    (u, v), a distance (|u - v|) and an agreement (u * v) -- SBERT's classification input."""
+    if u.ndim != 2 or u.shape != v.shape:
+        raise CourseError(f"pair_features needs two (batch, dim) tensors of the same shape, got {tuple(u.shape)} "
+                          f"and {tuple(v.shape)}: one vector per sentence, the pairs in the same order.")
+    return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
+
+class PairHead(nn.Module):
+    """A linear classifier on :func:`pair_features` of two sentence vectors.
+
+    ``forward(u, v, labels=None)`` returns ``.logits`` (and ``.loss``), so ``ftlib.train.fit``
+    trains it on batches ``{"u": ..., "v": ..., "labels": ...}``.
+    """
+
+    def __init__(self, dim: int, num_labels: int = 2):
+        super().__init__()
+        if dim < 1 or num_labels < 2:
+            raise CourseError(f"PairHead(dim={dim}, num_labels={num_labels}): need dim >= 1 and num_labels >= 2.")
+        self.classifier = nn.Linear(4 * dim, num_labels)
+
+    def forward(self, u, v, labels=None):
+        return _output(self.classifier(pair_features(u, v)), labels)

@@ -1,7 +1,7 @@
 """Beyond sentence classification: token classification (NER, notebook 14), extractive QA and
-translation with a decoder (notebook 15).
+translation with a decoder (notebook 16).
 
-Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``). Notebook 15's QA still uses the
+Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``). Notebook 16's QA still uses the
 *synthetic* set :func:`make_qa_data` writes from templates (its test split uses names that never
 occur in training, so a model can only succeed by reading the context); :func:`make_ner_data`
 is the NER counterpart, kept for tests and quick experiments.
@@ -84,13 +84,15 @@ def make_ner_data(n: int, split: str = "train", seed: int = 0) -> dict:
     return {"tokens": tokens, "tags": tags}
 
 
-def align_labels(word_ids, word_labels, label_all_subtokens: bool = False) -> list[int]:
+def align_labels(word_ids, word_labels, label_all_subtokens: bool = False, names=None) -> list[int]:
     """Sub-token labels from word labels: the first piece of a word gets the word's label,
     special tokens and (unless ``label_all_subtokens``) the later pieces get -100.
 
     ``word_ids`` is what a fast tokenizer's ``encoding.word_ids()`` returns (None for
-    [CLS]/[SEP]/padding).
+    [CLS]/[SEP]/padding). ``names``: the tag names the label ids index (default the synthetic
+    :data:`NER_TAGS`); only ``label_all_subtokens`` reads them, to turn a ``B-`` into its ``I-``.
     """
+    tag_names = NER_TAGS if names is None else list(names)
     out, previous = [], None
     for w in word_ids:
         if w is None:
@@ -103,8 +105,8 @@ def align_labels(word_ids, word_labels, label_all_subtokens: bool = False) -> li
         else:
             label = word_labels[w]
             if label_all_subtokens:  # an inside piece of a B- entity continues it as I-
-                name = NER_TAGS[label] if 0 <= label < len(NER_TAGS) else ""
-                label = NER_TAGS.index("I-" + name[2:]) if name.startswith("B-") else label
+                name = tag_names[label] if 0 <= label < len(tag_names) else ""
+                label = tag_names.index("I-" + name[2:]) if name.startswith("B-") else label
             out.append(label if label_all_subtokens else -100)
         previous = w
     return out
@@ -119,7 +121,8 @@ def _tag_names(tags, names=None) -> list[str]:
         elif 0 <= int(t) < len(names):
             out.append(names[int(t)])
         else:
-            raise CourseError(f"Tag id {t} is not one of the {len(names)} tag names: pass names= (the data "
+            raise CourseError(f"Tag id {t} is not one of the {len(names)} tag names. If it is -100, drop the "
+                              "ignored positions first (keep labels != -100); otherwise pass names= (the data "
                               "set's label names, e.g. ds.features['ner_tags'].feature.names).")
     return out
 
@@ -231,12 +234,15 @@ def word_shape(word: str) -> int:
         return 3
     if letters[0].isupper() and all(not c.isupper() for c in letters[1:]):
         return 2
-    return 2 if len(letters) == 1 else 4
+    return 4                                     # letters without case (Chinese), or mixed like "iPhone"
 
 
 def token_shapes(word_ids, words) -> list[int]:
     """One :func:`word_shape` per token (every piece of a word gets its word's shape; 0 for the
     tokens of no word): the casing an uncased tokenizer threw away, put back as a feature."""
+    if any(w is not None and not 0 <= w < len(words) for w in word_ids):
+        raise CourseError(f"word_ids point past the {len(words)} words given: pass the same words the "
+                          "tokenizer was called with (is_split_into_words=True).")
     return [0 if w is None else word_shape(words[w]) for w in word_ids]
 
 

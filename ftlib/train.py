@@ -268,6 +268,8 @@ def _to(batch, device):
 
 def _count_tokens(batch):
     mask = batch.get("attention_mask")
+    if mask is None and "input_ids" not in batch:        # vectors, not tokens (a head on cached features)
+        return _rows(batch)
     if mask is None:                                     # packed blocks; right padding is counted too
         return batch["input_ids"].numel()
     if mask.ndim == 4:                                   # (B, 1, T, T) key-padding mask: read one query row

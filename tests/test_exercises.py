@@ -44,13 +44,24 @@ def test_every_lesson_module_registers_its_checks():
         assert len(lesson) == 2 and number.isdigit(), ex_id
 
 
-def test_lesson14_and_15_checks_accept_right_and_reject_wrong(capsys):
+def test_lesson14_and_16_checks_accept_right_and_reject_wrong(capsys):
     from ftlib import tasks
     assert check("14.1", lambda w, l: tasks.align_labels(w, l, label_all_subtokens=True))
     assert not check("14.1", lambda w, l: tasks.align_labels(w, l))
     assert "later pieces get a label" in capsys.readouterr().out
     assert check("14.2", 5)
     assert not check("14.2", 3)
-    assert check("15.1", lambda c, o, s, e: c[o[s][0]:o[e][1]])
-    assert not check("15.1", lambda c, o, s, e: c[o[s][0]:o[e][0]])
+    assert check("16.1", lambda c, o, s, e: c[o[s][0]:o[e][1]])
+    assert not check("16.1", lambda c, o, s, e: c[o[s][0]:o[e][0]])
     assert "end offset" in capsys.readouterr().out
+
+
+def test_lesson15_pair_checks_reject_the_usual_mistakes(capsys):
+    assert check("15.1", lambda a, b: [0] * (a + 2) + [1] * (b + 1))
+    assert not check("15.1", lambda a, b: [0] * a + [1] * b)                  # special tokens forgotten
+    assert "special tokens" in capsys.readouterr().out
+    assert not check("15.1", lambda a, b: [0] * (a + 1) + [1] * (b + 2))      # first [SEP] in segment 1
+    assert "first [SEP]" in capsys.readouterr().out
+    assert check("15.2", "only_second")
+    for wrong in ("longest_first", "only_first", True, "do_not_truncate"):
+        assert not check("15.2", wrong)

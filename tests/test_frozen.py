@@ -81,11 +81,13 @@ def test_top_blocks_train_through_fit_and_leave_the_source_model_alone(bert, row
     before = {n: p.clone() for n, p in bert.named_parameters()}
     for r, h in zip(rows, bottom_hidden(bert, rows, 5)):
         r["hidden"] = h
-        r["labels"] = [1] * len(h)
+        r["labels"] = [i % 3 for i in r["input_ids"]]         # depends on the token: a bias alone cannot fit it
     model = TopBlocks(bert, 5, 3)
-    history = fit(model, [pad_hidden(rows)], task="model", max_steps=15, lr=1e-3, warmup_ratio=0.0,
+    block_before = {n: p.clone() for n, p in model.layers.named_parameters()}
+    history = fit(model, [pad_hidden(rows)], task="model", max_steps=30, lr=1e-3, warmup_ratio=0.0,
                   verbose=False, progress=False)
     assert history.step_loss[-1] < 0.5 * history.step_loss[0]
+    assert any(not torch.equal(p, block_before[n]) for n, p in model.layers.named_parameters())   # the block trained
     assert all(torch.equal(p, before[n]) for n, p in bert.named_parameters())
 
 
@@ -101,5 +103,22 @@ def test_bad_input_gets_one_clear_error(bert, rows):
     h = torch.zeros(3, 384)
     with pytest.raises(CourseError, match="align the labels"):
         pad_hidden([{"hidden": h, "labels": [0, 0]}])
+    with pytest.raises(CourseError, match="shape ids"):
+        pad_hidden([{"hidden": h, "labels": [0, 0, 0], "shape_ids": [1]}])
     with pytest.raises(CourseError, match="pad_hidden"):
         TopBlocks(bert, 5, 3)(h, torch.ones(3, dtype=torch.long))
+
+
+def test_mean_pooling_cross_encoder_equals_mean_of_the_whole_model(bert, rows):
+    top = TopBlocks(bert, 5, 2, kind="sequence", pooling="mean").eval()
+    hidden = bottom_hidden(bert, rows, 5)
+    batch = pad_hidden([{"hidden": h, "labels": 0} for h in hidden])
+    with torch.no_grad():
+        got = top(**batch).logits
+        want = torch.stack([top.classifier(bert(torch.tensor([r["input_ids"]]))[0].mean(0)) for r in rows])
+        # the wrong answer: a mean over the padded positions too
+        padded = top.classifier(top.layers[0](batch["hidden"], batch["attention_mask"].bool()[:, None, None, :]).mean(1))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(padded, want, atol=1e-3)
+    with pytest.raises(CourseError, match="pooling"):
+        TopBlocks(bert, 5, 2, kind="sequence", pooling="max")

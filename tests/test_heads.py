@@ -77,3 +77,27 @@ def test_mean_pool_head_on_cached_vectors():
     assert head(h, mask, labels=torch.tensor([0, 1])).loss.ndim == 0
     with pytest.raises(ftlib.CourseError, match="num_labels"):
         MeanPoolHead(16, num_labels=1)
+
+
+def test_pair_head_reads_order_distance_and_agreement_and_trains_through_fit():
+    from ftlib.heads import PairHead, pair_features
+    from ftlib.train import fit
+    u, v = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -1.0]])
+    assert pair_features(u, v).tolist() == [[1.0, 2.0, 3.0, -1.0, 2.0, 3.0, 3.0, -2.0]]
+    with pytest.raises(ftlib.CourseError, match="same shape"):
+        pair_features(u, v[:, :1])
+    # a task no single vector solves: equivalent when u and v point the same way
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(256, 8, generator=g), dim=-1)
+    same = torch.rand(256, generator=g) < 0.5
+    b = torch.where(same[:, None], a + 0.1 * torch.randn(256, 8, generator=g), torch.nn.functional.normalize(torch.randn(256, 8, generator=g), dim=-1))
+    labels = same.long()
+    torch.manual_seed(0)
+    head = PairHead(8)
+    batches = [{"u": a[i:i + 32], "v": b[i:i + 32], "labels": labels[i:i + 32]} for i in range(0, 256, 32)]
+    fit(head, batches, task="model", epochs=30, lr=1e-2, verbose=False, progress=False)
+    with torch.no_grad():
+        acc = (head(a, b).logits.argmax(-1) == labels).float().mean().item()
+    assert acc > 0.9
+    with pytest.raises(ftlib.CourseError, match="dim"):
+        PairHead(0)

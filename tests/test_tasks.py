@@ -192,11 +192,22 @@ def test_entity_type_confusion_counts_types_misses_and_spurious():
 
 
 def test_word_shapes_and_grouping():
-    shapes = [tasks.SHAPES[tasks.word_shape(w)] for w in ["apple", "Apple", "NASA", "iPhone", "2017", "I", "@bob"]]
-    assert shapes == ["lower", "Capitalised", "UPPER", "other", "other", "Capitalised", "lower"]
+    shapes = [tasks.SHAPES[tasks.word_shape(w)] for w in ["apple", "Apple", "NASA", "iPhone", "2017", "I", "@bob", "中", "中文"]]
+    assert shapes == ["lower", "Capitalised", "UPPER", "other", "other", "Capitalised", "lower", "other", "other"]
+    with pytest.raises(CourseError, match="same words"):
+        tasks.token_shapes([None, 0, 2], ["one", "two"])
     assert tasks.token_shapes([None, 0, 0, 1, None], ["Toronto", "rocks"]) == [0, 2, 2, 1, 0]
     words = "Sarah went to New York".split()
     tags = ["B-person", "O", "O", "B-location", "I-location"]
     assert tasks.group_entities(words, tags) == [("person", "Sarah"), ("location", "New York")]
     with pytest.raises(CourseError, match="one tag per word"):
         tasks.group_entities(words, tags[:2])
+
+
+def test_align_all_subtokens_reads_the_data_sets_own_names():
+    # WNUT-17: 9 is B-person, 10 I-person. Without names the synthetic set would be read (9 is out of it).
+    assert tasks.align_labels([None, 0, 0, 1, None], [9, 0], label_all_subtokens=True, names=WNUT) == [-100, 9, 10, 0, -100]
+    # the wrong answer it rejects: each later piece kept as B- (every piece its own entity)
+    assert tasks.align_labels([None, 0, 0, 1, None], [9, 0], label_all_subtokens=True, names=WNUT) != [-100, 9, 9, 0, -100]
+    with pytest.raises(CourseError, match="-100"):
+        tasks.bio_spans([9, -100], WNUT)

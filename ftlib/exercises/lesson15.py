@@ -1,19 +1,29 @@
-"""Checks for the exercises of lesson 15 (extractive QA, translation)."""
+"""Checks for the exercises of lesson 15 (sentence pairs)."""
 from ftlib.exercises import Wrong, exercise
 
 
 @exercise("15.1")
-def span_text(fn):
-    from ftlib import load_tokenizer
-
-    tok = load_tokenizer("course-bert")
-    context = "Olga Petrova, a baker from Dublin, founded Nokia in 1921."
-    offsets = tok(context, return_offsets_mapping=True)["offset_mapping"]
-    for start, end in [(1, 3), (6, 6), (8, 8), (1, 1)]:
-        want = context[offsets[start][0]:offsets[end][1]]
-        got = fn(context, offsets, start, end)
+def type_ids(fn):
+    for n_a, n_b in [(3, 4), (1, 1), (6, 2), (0, 5)]:
+        want = [0] * (n_a + 2) + [1] * (n_b + 1)
+        got = list(fn(n_a, n_b))
         if got != want:
-            hint = (" Use the end token's end offset (offsets[end][1]), not its start." if got == context[offsets[start][0]:offsets[end][0]]
-                    else " Slice the context with character offsets, not token positions." if got == context[start:end + 1] or got == context[start:end]
-                    else "")
-            raise Wrong(f"for tokens {start}..{end} expected {want!r}, got {got!r}.{hint}")
+            hint = ""
+            if len(got) == n_a + n_b:
+                hint = " Count the special tokens too: [CLS] and the first [SEP] belong to segment 0, the last [SEP] to 1."
+            elif got == [0] * (n_a + 1) + [1] * (n_b + 2):
+                hint = " The first [SEP] closes the first sentence: it is segment 0."
+            elif set(got) <= {0}:
+                hint = " The second sentence's tokens are segment 1."
+            raise Wrong(f"for n_a={n_a}, n_b={n_b} expected {want}, got {got}.{hint}")
+
+
+@exercise("15.2")
+def keep_question(strategy):
+    if strategy == "only_second":
+        return
+    hints = {"longest_first": " longest_first cuts whichever segment is longer at each step: a long question gets cut too.",
+             "only_first": " The question is the first segment: only_first cuts exactly what you want to keep.",
+             True: " truncation=True means longest_first.",
+             "do_not_truncate": " Then a long context overflows max_length (or raises an error); the context must give up tokens."}
+    raise Wrong(f"{strategy!r} can cut the question.{hints.get(strategy, '')}")
