@@ -13,9 +13,9 @@ spreads), so a frozen encoder with a pooler head learns almost nothing.
   one ``nn.Linear`` called ``classifier``: a sequence classifier for ``ftlib.train.fit``, the
   helpers of :mod:`ftlib.strategies`, :func:`ftlib.lora.add_lora` and ``peft``;
 * :func:`load_mean_pool_classifier` -- course-bert (or another encoder) with that head;
-* :func:`pair_features` / :class:`PairHead` -- a bi-encoder's pair classifier (SBERT's, Reimers &
-  Gurevych 2019): a linear layer on ``[u, v, |u - v|, u * v]`` of two sentence vectors
-  (notebook 15, MRPC).
+* :func:`pair_features` / :class:`PairHead` -- a bi-encoder's pair classifier: a linear layer
+  on ``[u, v, |u - v|, u * v]`` of two sentence vectors (InferSent's features, Conneau et al.
+  2017; SBERT's classifier, Reimers & Gurevych 2019, uses the first three) (notebook 15, MRPC).
 
 The models return an object with ``.logits`` (and ``.loss`` when given ``labels``), like a
 transformers model, so ``fit`` / ``evaluate`` take them unchanged.
@@ -131,7 +131,7 @@ def load_mean_pool_classifier(name: str = "course-bert", num_labels: int = 2, dr
 
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``[u, v, |u - v|, u * v]`` for two batches of sentence vectors ``(batch, dim)``: order-aware
-    (u, v), a distance (|u - v|) and an agreement (u * v) -- SBERT's classification input."""
+    (u, v), a distance (|u - v|) and an agreement (u * v) -- InferSent's pair features."""
     if u.ndim != 2 or u.shape != v.shape:
         raise CourseError(f"pair_features needs two (batch, dim) tensors of the same shape, got {tuple(u.shape)} "
                           f"and {tuple(v.shape)}: one vector per sentence, the pairs in the same order.")
