@@ -118,15 +118,18 @@ class Bert(nn.Module):
                               "positions: truncate (tokenizer(..., truncation=True)).")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(T, device=input_ids.device)
-        x = self.word_emb(input_ids) + self.pos_emb(positions) + self.type_emb(token_type_ids)
-        x = self.drop(self.ln_emb(x))
+        x = self.drop(self.embed(input_ids, token_type_ids))
         keep = attention_mask.bool()[:, None, None, :]          # broadcast over heads and queries
         for layer in self.layers:
             x = layer(x, keep)
         return x
+
+    def embed(self, input_ids, token_type_ids=None):
+        """The input of the first block, before dropout: LayerNorm(word + position + token type)."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.ln_emb(self.word_emb(input_ids) + self.pos_emb(positions) + self.type_emb(token_type_ids))
 
     def pool(self, hidden):
         """BERT's pooler: tanh(W h_[CLS] + b), the input of BertForSequenceClassification's head."""

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from ftlib.errors import CourseError
+from ftlib.heads import mean_pool
 
 __all__ = ["bottom_hidden", "TopBlocks", "pad_hidden", "IGNORE"]
 
@@ -76,8 +77,7 @@ def bottom_hidden(bert, encodings, k: int, batch_size: int = 64, device=None) ->
             types = pad_sequence([torch.as_tensor(encodings[i].get("token_type_ids", torch.zeros_like(r)))
                                   for i, r in zip(idx, rows)], batch_first=True).to(device)
             mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True).to(device)
-            x = bert.ln_emb(bert.word_emb(ids) + bert.pos_emb(torch.arange(ids.shape[1], device=device))
-                            + bert.type_emb(types))
+            x = bert.embed(ids, types)
             keep = mask.bool()[:, None, None, :]
             for layer in bert.layers[:k]:
                 x = layer(x, keep)
@@ -137,8 +137,7 @@ class TopBlocks(nn.Module):
         for layer in self.layers:
             x = layer(x, keep)
         if self.kind == "sequence" and self.pooling == "mean":
-            m = attention_mask.unsqueeze(-1).to(x.dtype)
-            logits = self.classifier(self.drop((x * m).sum(1) / m.sum(1).clamp(min=1)))
+            logits = self.classifier(self.drop(mean_pool(x, attention_mask)))
         elif self.kind == "sequence":
             logits = self.classifier(self.drop(torch.tanh(self.pooler(x[:, 0]))))
         else:
