@@ -14,7 +14,8 @@ frozen blocks: a slightly different, noisier model than this one.)
 * :class:`TopBlocks` -- a copy of the top blocks and a task head (``"sequence"``: BERT's pooler
   on [CLS] then a linear layer, as ``BertForSequenceClassification``, or with ``pooling="mean"``
   the mean of the token states, as course-bert was pre-trained; ``"token"``: a linear
-  layer on every token, as ``BertForTokenClassification``), with an optional learned
+  layer on every token, as ``BertForTokenClassification``; ``"span"``: a start and an end score
+  per token, as ``BertForQuestionAnswering``, notebook 16), with an optional learned
   embedding of word shape (``shape_ids``) added to its input, and a ``forward`` that returns
   ``.loss`` / ``.logits`` like a transformers model, so ``ftlib.train.fit(task="model")``
   trains it;
@@ -92,7 +93,12 @@ class TopBlocks(nn.Module):
     """The top ``n - k`` blocks of a :class:`ftlib.bert.Bert` (copied, trainable) and a task head.
 
     ``kind="sequence"``: ``num_labels`` logits per example from the pooled [CLS] state;
-    ``kind="token"``: ``num_labels`` logits per token. ``n_shapes``: if given, a learned
+    ``kind="token"``: ``num_labels`` logits per token; ``kind="span"`` (``num_labels=2``): a start
+    and an end score per token, trained from ``start_positions``/``end_positions``; with
+    ``question_aware=True`` each context token's scores also depend on the question (a bilinear
+    term between the token and the mean of the question's states; needs ``token_type_ids``).
+    ``n_top``: how many blocks above the frozen ``k`` to train (default: all of them; ``0``: the
+    head reads block ``k``'s output, the blocks above it are not used). ``n_shapes``: if given, a learned
     embedding of a per-token shape id (``shape_ids`` in the batch), initialised to zero so the
     untrained model equals the one without it, is added to the cached hidden states.
     ``forward(hidden, attention_mask, labels=None, shape_ids=None)`` returns an object with
@@ -100,30 +106,50 @@ class TopBlocks(nn.Module):
     """
 
     def __init__(self, bert, k: int, num_labels: int, kind: str = "token", dropout: float = 0.1,
-                 n_shapes: int | None = None, pooling: str = "pooler"):
+                 n_shapes: int | None = None, pooling: str = "pooler", n_top: int | None = None,
+                 question_aware: bool = False):
         super().__init__()
         _check_k(bert, k)
-        if kind not in ("sequence", "token"):
-            raise CourseError(f"kind must be 'sequence' (one label per example) or 'token' (one per token), "
-                              f"not {kind!r}.")
+        if kind not in ("sequence", "token", "span"):
+            raise CourseError(f"kind must be 'sequence' (one label per example), 'token' (one per token) or 'span' "
+                              f"(a start and an end score per token, extractive QA), not {kind!r}.")
+        if kind == "span" and num_labels != 2:
+            raise CourseError(f"kind='span' scores each token twice (start, end): num_labels must be 2, not {num_labels!r}.")
         if pooling not in ("pooler", "mean"):
             raise CourseError(f"pooling must be 'pooler' (BERT's tanh(W h_CLS)) or 'mean' (the mean of the token "
                               f"states, how course-bert was pre-trained), not {pooling!r}.")
         if not isinstance(num_labels, int) or num_labels < 2:
             raise CourseError(f"num_labels must be a whole number >= 2, not {num_labels!r}.")
+        n = len(bert.layers)
+        if n_top is None:
+            n_top = n - k
+        if not isinstance(n_top, int) or not 0 <= n_top <= n - k:
+            raise CourseError(f"n_top (trainable blocks above the {k} frozen ones) must be a whole number from 0 to "
+                              f"{n - k}, or None for all of them; not {n_top!r}.")
+        if question_aware and kind != "span":
+            raise CourseError("question_aware scores context tokens against the question: only for kind='span'.")
         hidden = bert.cfg.hidden_size
         self.kind, self.num_labels, self.k, self.pooling = kind, num_labels, k, pooling
-        self.layers = copy.deepcopy(bert.layers[k:])
+        self.layers = copy.deepcopy(bert.layers[k:k + n_top])
         self.pooler = copy.deepcopy(bert.pooler) if kind == "sequence" and pooling == "pooler" else None
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_labels)
+        self.question = self.keys = None
+        if question_aware:
+            # start/end += tanh(W_k h_t) . (W_q q): q is the mean of the question's states. W_q starts at zero,
+            # so the untrained head equals BertForQuestionAnswering's
+            self.keys = nn.Linear(hidden, 128)
+            self.question = nn.Linear(hidden, 2 * 128)
+            nn.init.zeros_(self.question.weight)
+            nn.init.zeros_(self.question.bias)
         self.shape_emb = None                # made last: with or without it, the same seed gives the same head
         if n_shapes is not None:
             # from zeros, drawing no random numbers: the run with the feature sees the same dropout
             # masks and batches as the run without it
             self.shape_emb = nn.Embedding.from_pretrained(torch.zeros(n_shapes, hidden), freeze=False)
 
-    def forward(self, hidden, attention_mask, labels=None, shape_ids=None):
+    def forward(self, hidden, attention_mask, labels=None, shape_ids=None, start_positions=None, end_positions=None,
+                token_type_ids=None):
         if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
             raise CourseError(f"Expected hidden states (batch, tokens, hidden) and an attention_mask "
                               f"(batch, tokens); got {tuple(hidden.shape)} and {tuple(attention_mask.shape)}. "
@@ -142,11 +168,38 @@ class TopBlocks(nn.Module):
             logits = self.classifier(self.drop(torch.tanh(self.pooler(x[:, 0]))))
         else:
             logits = self.classifier(self.drop(x))
+        if self.kind == "span":
+            if self.question is not None:
+                if token_type_ids is None:
+                    raise CourseError("A question-aware span head needs token_type_ids (0: question, 1: context) "
+                                      "in the batch.")
+                in_q = (attention_mask.bool() & (token_type_ids == 0)).to(x.dtype)[..., None]
+                q = (x * in_q).sum(1) / in_q.sum(1).clamp(min=1)
+                q_start, q_end = self.question(q).chunk(2, dim=-1)
+                keys = torch.tanh(self.keys(self.drop(x)))
+                logits = logits + torch.stack([torch.einsum("btd,bd->bt", keys, q_start),
+                                               torch.einsum("btd,bd->bt", keys, q_end)], dim=-1)
+            return self._span(logits, attention_mask, start_positions, end_positions)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1),
                                    ignore_index=IGNORE)
         return SimpleNamespace(loss=loss, logits=logits)
+
+    @staticmethod
+    def _span(logits, attention_mask, start_positions, end_positions):
+        """Extractive QA, as ``BertForQuestionAnswering``: start and end scores per token; the loss is
+        the mean of the cross-entropies of the true start and the true end over the positions.
+        Padding gets the lowest score, so it takes no probability (transformers leaves it in)."""
+        pad = ~attention_mask.bool()
+        start, end = (z.squeeze(-1).float().masked_fill(pad, torch.finfo(torch.float32).min)
+                      for z in logits.split(1, dim=-1))
+        loss = None
+        if (start_positions is None) != (end_positions is None):
+            raise CourseError("Give both start_positions and end_positions (or neither).")
+        if start_positions is not None:
+            loss = (F.cross_entropy(start, start_positions) + F.cross_entropy(end, end_positions)) / 2
+        return SimpleNamespace(loss=loss, logits=logits, start_logits=start, end_logits=end)
 
 
 def pad_hidden(rows) -> dict:
@@ -169,6 +222,11 @@ def pad_hidden(rows) -> dict:
                                       "token labels: align the labels to the same tokenisation.")
             batch["labels"] = pad_sequence([torch.as_tensor(r["labels"]) for r in rows], batch_first=True,
                                            padding_value=IGNORE)
+    if "token_type_ids" in rows[0]:                      # question (0) / context (1), padded with 0
+        batch["token_type_ids"] = pad_sequence([torch.as_tensor(r["token_type_ids"]) for r in rows], batch_first=True)
+    for key in ("start_positions", "end_positions"):     # extractive QA: one token index per row
+        if key in rows[0]:
+            batch[key] = torch.tensor([int(r[key]) for r in rows])
     if "shape_ids" in rows[0]:
         for r in rows:
             if len(r["shape_ids"]) != len(r["hidden"]):

@@ -22,6 +22,12 @@ Generation:
 * :func:`corpus_bleu` -- BLEU as sacreBLEU defines it (clipped n-gram precisions summed over
   the corpus, geometric mean, corpus-level brevity penalty) with its ``13a`` and ``char``
   tokenisers; :func:`tokenize_13a`, :func:`ngram_counts`;
+* :func:`corpus_chrf` -- chrF as sacreBLEU defines it (character n-gram precision and recall,
+  n = 1..6, spaces removed, averaged over n, combined as an F-beta score with beta = 2; derived
+  in notebook 17); :func:`char_ngram_stats`;
+* :func:`chrf_stats` / :func:`chrf_from_stats` and :func:`bleu_stats` / :func:`bleu_from_stats` --
+  the same scores from per-sentence counts, so a bootstrap can resample sentences and recompute the
+  corpus score by adding up rows (notebook 17);
 * :func:`distinct_n` -- the share of distinct n-grams among all n-grams (diversity).
 
 Bad input (empty arrays, mismatched lengths, probabilities outside [0, 1], an unknown
@@ -42,7 +48,8 @@ __all__ = ["accuracy", "confusion_matrix", "precision_recall_f1", "roc_curve", "
            "precision_recall_curve", "average_precision", "reliability_curve",
            "expected_calibration_error", "fit_temperature", "kfold_indices", "Interval",
            "bootstrap_ci", "paired_bootstrap_diff", "perplexity", "tokenize_13a", "ngram_counts",
-           "corpus_bleu", "distinct_n"]
+           "corpus_bleu", "bleu_stats", "bleu_from_stats", "char_ngram_stats", "chrf_stats",
+           "chrf_from_stats", "corpus_chrf", "distinct_n"]
 
 
 # --------------------------------------------------------------------------- input checks
@@ -428,6 +435,28 @@ def ngram_counts(tokens, n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
+def _bleu_from_counts(correct, total, sys_len: int, ref_len: int, smooth: bool):
+    """``(score, precisions, bp)`` from corpus counts: clipped matches and hypothesis n-grams per order,
+    and the two lengths (:func:`corpus_bleu` and :func:`bleu_from_stats` share it)."""
+    max_n = len(correct)
+    bp = 1.0 if sys_len >= ref_len else (math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0)
+    precisions = [0.0] * max_n
+    zeros = 0
+    for n in range(max_n):
+        if total[n] == 0:
+            break
+        if correct[n] > 0:
+            precisions[n] = correct[n] / total[n]
+        elif smooth:
+            zeros += 1
+            precisions[n] = 1.0 / (2 ** zeros * total[n])
+    if any(correct) and all(p > 0 for p in precisions):
+        score = 100.0 * bp * math.exp(sum(math.log(p) for p in precisions) / max_n)
+    else:
+        score = 0.0
+    return score, precisions, bp
+
+
 def corpus_bleu(hypotheses, references, max_n: int = 4, tokenize: str = "13a", smooth: bool = False,
                 lowercase: bool = False, return_details: bool = False):
     """Corpus BLEU (0-100) as sacreBLEU computes it.
@@ -483,25 +512,138 @@ def corpus_bleu(hypotheses, references, max_n: int = 4, tokenize: str = "13a", s
                 max_ref |= ngram_counts(r, n)                        # element-wise max over references
             correct[n - 1] += sum(min(c, max_ref[g]) for g, c in hyp_counts.items())
             total[n - 1] += max(len(h) - n + 1, 0)
-    bp = 1.0 if sys_len >= ref_len else (math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0)
-    precisions = [0.0] * max_n
-    zeros = 0
-    for n in range(max_n):
-        if total[n] == 0:
-            break
-        if correct[n] > 0:
-            precisions[n] = correct[n] / total[n]
-        elif smooth:
-            zeros += 1
-            precisions[n] = 1.0 / (2 ** zeros * total[n])
-    if any(correct) and all(p > 0 for p in precisions):
-        score = 100.0 * bp * math.exp(sum(math.log(p) for p in precisions) / max_n)
-    else:
-        score = 0.0
+    score, precisions, bp = _bleu_from_counts(correct, total, sys_len, ref_len, smooth)
     if return_details:
         return {"score": score, "precisions": [100 * p for p in precisions], "bp": bp,
                 "sys_len": sys_len, "ref_len": ref_len, "correct": correct, "total": total}
     return score
+
+
+def char_ngram_stats(hypothesis: str, reference: str, max_n: int = 6, whitespace: bool = False) -> list:
+    """``[(hyp_ngrams, ref_ngrams, matches), ...]`` for character n = 1..max_n of one sentence pair.
+
+    Spaces are removed first (``whitespace=False``, chrF's default). ``matches`` counts each
+    n-gram at most as often as the reference has it (clipped, as in BLEU). As in sacreBLEU,
+    the hypothesis n-grams of an order the reference is too short to have are not counted.
+    """
+    if not isinstance(hypothesis, str) or not isinstance(reference, str):
+        raise CourseError("char_ngram_stats takes two strings: one hypothesis and one reference.")
+    if not whitespace:
+        hypothesis, reference = "".join(hypothesis.split()), "".join(reference.split())
+    stats = []
+    for n in range(1, max_n + 1):
+        h, r = ngram_counts(hypothesis, n), ngram_counts(reference, n)
+        matches = sum(min(c, r[g]) for g, c in h.items())
+        stats.append((sum(h.values()) if r else 0, sum(r.values()), matches))
+    return stats
+
+
+def chrf_from_stats(stats, beta: float = 2.0) -> float:
+    """chrF (0-100) from ``(hyp_ngrams, ref_ngrams, matches)`` counts per order: a ``(max_n, 3)``
+    array for the corpus, or ``(N, max_n, 3)`` per sentence (from :func:`chrf_stats`), summed first.
+
+    Precision and recall are averaged over the orders that have n-grams on both sides, then
+    combined as ``100 * (1 + beta^2) P R / (beta^2 P + R)``. Summing the rows of a resample of
+    sentences and calling this again is how a bootstrap recomputes the corpus score.
+    """
+    st = np.asarray(stats, dtype=float)
+    if st.ndim == 3:
+        st = st.sum(0)
+    if st.ndim != 2 or st.shape[1] != 3:
+        raise CourseError(f"stats must be (max_n, 3) or (N, max_n, 3) counts, got shape {np.shape(stats)}.")
+    both = (st[:, 0] > 0) & (st[:, 1] > 0)
+    if not both.any():
+        return 0.0
+    p = float(np.mean(st[both, 2] / st[both, 0]))
+    r = float(np.mean(st[both, 2] / st[both, 1]))
+    if p + r == 0:
+        return 0.0
+    return 100.0 * (1 + beta ** 2) * p * r / (beta ** 2 * p + r)
+
+
+def _check_corpus(hypotheses, references, name):
+    if isinstance(hypotheses, str) or isinstance(references, str):
+        raise CourseError(f"{name} takes lists of sentences: wrap a single sentence as [sentence] "
+                          "(and its reference as [reference]).")
+    hypotheses, references = list(hypotheses), list(references)
+    if not hypotheses:
+        raise CourseError(f"{name} got no hypotheses.")
+    if len(hypotheses) != len(references):
+        raise CourseError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one "
+                          "reference (or one list of references) per hypothesis.")
+    out = []
+    for hyp, refs in zip(hypotheses, references):
+        refs = [refs] if isinstance(refs, str) else list(refs)
+        if not refs or not all(isinstance(r, str) for r in refs) or not isinstance(hyp, str):
+            raise CourseError("every hypothesis must be a string and every reference a string or a "
+                              "non-empty list of strings.")
+        out.append((hyp, refs))
+    return out
+
+
+def chrf_stats(hypotheses, references, max_n: int = 6, beta: float = 2.0, whitespace: bool = False) -> np.ndarray:
+    """Per-sentence chrF counts, an int array ``(N, max_n, 3)``: hypothesis n-grams, reference
+    n-grams and clipped matches for n = 1..max_n (:func:`char_ngram_stats`). With several
+    references a sentence keeps the counts of the one whose own chrF is highest (the first on a tie),
+    as sacreBLEU does."""
+    if not isinstance(max_n, (int, np.integer)) or max_n < 1:
+        raise CourseError(f"max_n must be a positive whole number, got {max_n!r}.")
+    if not (isinstance(beta, (int, float, np.number)) and beta > 0):
+        raise CourseError(f"beta must be a positive number (chrF uses 2), got {beta!r}.")
+    rows = []
+    for hyp, refs in _check_corpus(hypotheses, references, "chrf_stats"):
+        candidates = [char_ngram_stats(hyp, r, max_n, whitespace) for r in refs]
+        rows.append(max(candidates, key=lambda st: chrf_from_stats(st, beta)))
+    return np.array(rows, dtype=np.int64).reshape(len(rows), max_n, 3)
+
+
+def corpus_chrf(hypotheses, references, max_n: int = 6, beta: float = 2.0, whitespace: bool = False,
+                return_details: bool = False):
+    """Corpus chrF (0-100) as sacreBLEU computes it (``sacrebleu.corpus_chrf``, its defaults).
+
+    ``hypotheses``: one string per segment; ``references``: one string (or one list of strings)
+    per segment, as for :func:`corpus_bleu`. For each character n-gram order n = 1..max_n
+    (spaces removed), add up over the corpus the hypothesis n-grams, the reference n-grams and
+    the clipped matches (:func:`chrf_stats`); ``P_n`` = matches / hypothesis n-grams,
+    ``R_n`` = matches / reference n-grams. Average ``P_n`` and ``R_n`` over the orders (those
+    with n-grams on both sides) and combine them as
+    ``chrF = 100 * (1 + beta^2) P R / (beta^2 P + R)``: beta = 2 weighs recall twice as much as
+    precision (:func:`chrf_from_stats`). ``whitespace=True`` keeps the spaces (sacreBLEU's
+    ``whitespace=True``, not its default). ``return_details=True`` returns a dict with the
+    score, P and R per order and the summed counts.
+    """
+    total = chrf_stats(hypotheses, references, max_n, beta, whitespace).sum(0)
+    score = chrf_from_stats(total, beta)
+    if return_details:
+        h, r, m = total.T
+        return {"score": score, "precisions": [float(m_ / h_) if h_ else float("nan") for h_, m_ in zip(h, m)],
+                "recalls": [float(m_ / r_) if r_ else float("nan") for r_, m_ in zip(r, m)],
+                "hyp_ngrams": h.tolist(), "ref_ngrams": r.tolist(), "matches": m.tolist()}
+    return score
+
+
+def bleu_stats(hypotheses, references, max_n: int = 4, tokenize: str = "13a", lowercase: bool = False) -> np.ndarray:
+    """Per-sentence BLEU counts, an int array ``(N, 2 * max_n + 2)``: clipped matches for n = 1..max_n,
+    hypothesis n-grams for n = 1..max_n, hypothesis length, reference length (the closest reference's),
+    each as :func:`corpus_bleu` adds them up. :func:`bleu_from_stats` turns their sum into BLEU."""
+    rows = []
+    for hyp, refs in _check_corpus(hypotheses, references, "bleu_stats"):
+        d = corpus_bleu([hyp], [refs], max_n=max_n, tokenize=tokenize, lowercase=lowercase, return_details=True)
+        rows.append(d["correct"] + d["total"] + [d["sys_len"], d["ref_len"]])
+    return np.array(rows, dtype=np.int64).reshape(len(rows), 2 * max_n + 2)
+
+
+def bleu_from_stats(stats, smooth: bool = False) -> float:
+    """BLEU (0-100) from :func:`bleu_stats` rows (``(N, 2 max_n + 2)``, summed first) or their sum:
+    the same number as :func:`corpus_bleu` on those sentences, without re-tokenising them."""
+    st = np.asarray(stats, dtype=np.int64)
+    if st.ndim == 2:
+        st = st.sum(0)
+    if st.ndim != 1 or len(st) < 4 or len(st) % 2:
+        raise CourseError(f"stats must be bleu_stats rows (N, 2 max_n + 2) or their sum, got shape {np.shape(stats)}.")
+    max_n = (len(st) - 2) // 2
+    correct, total = [int(c) for c in st[:max_n]], [int(t) for t in st[max_n:2 * max_n]]
+    return _bleu_from_counts(correct, total, int(st[-2]), int(st[-1]), smooth)[0]
 
 
 def distinct_n(texts, n: int = 2, tokenize: str = "none") -> float:

@@ -1,19 +1,22 @@
-"""Beyond sentence classification: token classification (NER, notebook 14), extractive QA and
-translation with a decoder (notebook 16).
+"""Beyond sentence classification: token classification (NER, notebook 14), extractive QA on SQuAD
+(notebook 16) and translation with a decoder (notebook 17).
 
-Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``). Notebook 16's QA still uses the
-*synthetic* set :func:`make_qa_data` writes from templates (its test split uses names that never
-occur in training, so a model can only succeed by reading the context); :func:`make_ner_data`
-is the NER counterpart, kept for tests and quick experiments.
+Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``), notebook 16 QA on SQuAD v1.1
+(``ftlib.load_squad``). :func:`make_ner_data` and :func:`make_qa_data` write small *synthetic*
+sets from templates (test names never occur in training), kept for tests and quick experiments.
 
 * NER: :func:`align_labels` (word labels -> sub-token labels, -100 for the rest),
   :func:`bio_spans`, :func:`entity_f1` (entity-level, per type, as seqeval computes it),
   :func:`entity_counts` / :func:`f1_from_counts` (for a bootstrap over sentences),
   :func:`entity_type_confusion`, :func:`word_shape` / :func:`token_shapes` (the casing an
   uncased tokenizer drops), :func:`group_entities` (tags -> entities).
-* QA: :func:`qa_features` (answer characters -> start/end token positions through the
-  offset mapping), :func:`best_span` (the highest start+end score with start <= end),
-  :func:`squad_scores` (exact match and token F1, SQuAD's definitions).
+* QA: :func:`qa_windows` (long contexts -> overlapping windows with ``stride``; answer
+  characters -> start/end token positions through the offset mapping, [CLS] when a window does
+  not hold the answer), :func:`qa_nbest` / :func:`qa_answers` (n-best spans, gathered across a
+  question's windows), :func:`best_span` (the exhaustive search), :func:`squad_em_f1` /
+  :func:`squad_scores` (the official SQuAD v1.1 exact match and F1), :func:`sentence_spans` /
+  :func:`first_sentence` (the first-sentence baseline); :func:`qa_features` is the one-window
+  version for short contexts.
 * Translation with a decoder-only model: :func:`prompt_target_example` (labels -100 on the
   prompt, so only the target is learned).
 
@@ -31,7 +34,8 @@ from ftlib.errors import CourseError
 
 __all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1", "entity_counts",
            "f1_from_counts", "entity_type_confusion", "SHAPES", "word_shape", "token_shapes", "group_entities",
-           "make_qa_data", "qa_features", "best_span", "squad_scores", "prompt_target_example"]
+           "make_qa_data", "qa_features", "best_span", "squad_em_f1", "squad_scores", "qa_windows", "qa_nbest",
+           "qa_answers", "sentence_spans", "first_sentence", "prompt_target_example"]
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 
@@ -357,21 +361,143 @@ def _normalise(text: str) -> list[str]:
     return text.split()
 
 
-def squad_scores(predictions, references) -> dict:
-    """SQuAD's exact match and token-overlap F1 (after lower-casing, dropping punctuation and
-    articles), averaged over the examples, in percent."""
-    if len(predictions) != len(references) or not predictions:
-        raise CourseError("squad_scores needs equally many predictions and references (at least one).")
+def squad_em_f1(prediction: str, references) -> tuple[float, float]:
+    """Exact match (0 or 1) and token F1 (0..1) of one answer, as the official SQuAD v1.1 evaluation
+    script defines them: both texts normalised (lower case, punctuation and the articles a/an/the
+    removed, whitespace collapsed); F1 from the bag of shared tokens (0 when none is shared); with
+    several reference answers (SQuAD's dev set has up to 5 per question), the best score over them."""
+    refs = [references] if isinstance(references, str) else list(references)
+    if not refs:
+        raise CourseError("A question needs at least one reference answer.")
+    pt = _normalise(prediction)
     em = f1 = 0.0
-    for p, r in zip(predictions, references):
-        pt, rt = _normalise(p), _normalise(r)
-        em += float(pt == rt)
+    for r in refs:
+        rt = _normalise(r)
+        em = max(em, float(pt == rt))
         common = sum((Counter(pt) & Counter(rt)).values())
         if common:
             prec, rec = common / len(pt), common / len(rt)
-            f1 += 2 * prec * rec / (prec + rec)
-    n = len(predictions)
-    return {"exact_match": 100 * em / n, "f1": 100 * f1 / n}
+            f1 = max(f1, 2 * prec * rec / (prec + rec))
+    return em, f1
+
+
+def squad_scores(predictions, references) -> dict:
+    """SQuAD v1.1's exact match and F1 (:func:`squad_em_f1`), averaged over the questions, in percent.
+
+    ``references``: one answer (a string) or a list of acceptable answers per prediction."""
+    if len(predictions) != len(references) or not predictions:
+        raise CourseError("squad_scores needs equally many predictions and references (at least one).")
+    scores = [squad_em_f1(p, r) for p, r in zip(predictions, references)]
+    n = len(scores)
+    return {"exact_match": 100 * sum(e for e, _ in scores) / n, "f1": 100 * sum(f for _, f in scores) / n}
+
+
+def qa_windows(tokenizer, questions, contexts, answer_starts=None, answers=None, max_length: int = 256,
+               stride: int = 64) -> dict:
+    """Cut (question, context) pairs into features a model can read: ``[CLS] question [SEP] window [SEP]``.
+
+    A context longer than ``max_length`` allows becomes several **overlapping windows**, each
+    sharing ``stride`` tokens with the next (the tokenizer's ``return_overflowing_tokens``), so an
+    answer cut by one window's edge lies whole in another. Returns a dict of lists, one entry
+    per feature: ``input_ids``, ``token_type_ids``, ``example`` (the index of the pair it came
+    from), ``offsets`` (each token's ``(start, end)`` characters in its context; ``None`` for
+    question and special tokens). With ``answer_starts``/``answers`` (characters), also
+    ``start_positions``/``end_positions``: the first and last token of the answer in this window,
+    or ``(0, 0)`` -- the [CLS] token -- when the answer is not wholly inside it.
+    """
+    if not questions or len(questions) != len(contexts):
+        raise CourseError("qa_windows needs as many contexts as questions (and at least one).")
+    if (answer_starts is None) != (answers is None):
+        raise CourseError("Give both answer_starts and answers (the answer texts), or neither.")
+    if not isinstance(stride, int) or not 0 <= stride < max_length // 2:
+        raise CourseError(f"stride (tokens shared by neighbouring windows) must be a whole number from 0 to "
+                          f"{max_length // 2 - 1} for max_length={max_length}, not {stride!r}.")
+    enc = tokenizer(list(questions), list(contexts), truncation="only_second", max_length=max_length,
+                    stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+    out = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
+           "example": list(enc["overflow_to_sample_mapping"]), "offsets": []}
+    for f in range(len(enc["input_ids"])):
+        out["offsets"].append([tuple(o) if s == 1 else None
+                               for s, o in zip(enc.sequence_ids(f), enc["offset_mapping"][f])])
+    if answers is not None:
+        if len(answers) != len(questions) or len(answer_starts) != len(questions):
+            raise CourseError("qa_windows needs one answer and one answer_start per question.")
+        out["start_positions"], out["end_positions"] = [], []
+        for ex, offs in zip(out["example"], out["offsets"]):
+            a0 = answer_starts[ex]
+            a1 = a0 + len(answers[ex])
+            inside = [j for j, o in enumerate(offs) if o is not None]
+            if inside and offs[inside[0]][0] <= a0 and offs[inside[-1]][1] >= a1:
+                tok = [j for j in inside if offs[j][0] < a1 and offs[j][1] > a0]
+                out["start_positions"].append(tok[0])
+                out["end_positions"].append(tok[-1])
+            else:
+                out["start_positions"].append(0)
+                out["end_positions"].append(0)
+    return out
+
+
+def qa_nbest(start_logits, end_logits, offsets, n_best: int = 20, max_answer_tokens: int = 30) -> list:
+    """Candidate answers of one feature: ``(score, char_start, char_end)``, best first.
+
+    Only the ``n_best`` highest start and end scores are paired (the rest cannot beat them, as
+    long as a valid pair exists among them); a pair is valid when both tokens are in the context
+    (``offsets`` not ``None``), the start is not after the end, and the span has at most
+    ``max_answer_tokens`` tokens. The score is ``start + end`` logit."""
+    import torch
+
+    s = torch.as_tensor(start_logits).float()[:len(offsets)]
+    e = torch.as_tensor(end_logits).float()[:len(offsets)]
+    k = min(n_best, len(s))
+    cands = []
+    for i in s.topk(k).indices.tolist():
+        for j in e.topk(k).indices.tolist():
+            if offsets[i] is None or offsets[j] is None or j < i or j - i + 1 > max_answer_tokens:
+                continue
+            cands.append((float(s[i] + e[j]), offsets[i][0], offsets[j][1]))
+    return sorted(cands, key=lambda c: -c[0])[:n_best]
+
+
+def qa_answers(start_logits, end_logits, windows: dict, contexts, n_best: int = 20,
+               max_answer_tokens: int = 30) -> list[list[tuple[float, str, int]]]:
+    """The n-best answers of every example, gathered **across its features** (windows).
+
+    ``start_logits``/``end_logits``: one row per feature of ``windows`` (:func:`qa_windows`),
+    padding beyond a feature's length ignored. Returns, per example (in the order of
+    ``contexts``), a list of ``(score, answer text, first character)`` best first; ``[0][1]`` is
+    the prediction. An example with no valid span in any window gets ``[(-inf, "", 0)]``."""
+    if len(start_logits) != len(windows["offsets"]) or len(end_logits) != len(windows["offsets"]):
+        raise CourseError(f"Expected one row of logits per feature ({len(windows['offsets'])}); got "
+                          f"{len(start_logits)} and {len(end_logits)}.")
+    per = [[] for _ in contexts]
+    for f, ex in enumerate(windows["example"]):
+        for score, a, b in qa_nbest(start_logits[f], end_logits[f], windows["offsets"][f], n_best, max_answer_tokens):
+            per[ex].append((score, contexts[ex][a:b], a))
+    return [sorted(c, key=lambda x: -x[0])[:n_best] or [(float("-inf"), "", 0)] for c in per]
+
+
+_NOT_AN_END = "".join(rf"(?<!\b{a}\.)" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "No", "vs", "Mt", "Gen", "Col",
+                                                      "Fig", "Inc", "Co", "Ltd", "Jan", "Feb", "Aug", "Sept", "Oct", "Nov",
+                                                      "Dec")) + r"(?<!\b[A-Z]\.)"
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))" + _NOT_AN_END + r"\s+(?=[A-Z0-9\"'(])")
+
+
+def sentence_spans(context: str) -> list[tuple[int, int]]:
+    """The ``(start, end)`` characters of each sentence of ``context``: a sentence ends at ., ! or ?
+    followed by a space and a capital letter, digit or quote, not after a common abbreviation such
+    as "Mr." or an initial. A rule, good enough to sort QA errors by sentence."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(context):
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(context.rstrip())))
+    return [(a, b) for a, b in spans if b > a]
+
+
+def first_sentence(context: str) -> str:
+    """The first sentence of a context (:func:`sentence_spans`): the answer of SQuAD's simplest baseline."""
+    spans = sentence_spans(context.strip())
+    return context.strip()[spans[0][0]:spans[0][1]] if spans else ""
 
 
 def prompt_target_example(tokenizer, prompt: str, target: str, max_length: int = 64) -> dict:

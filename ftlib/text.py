@@ -8,6 +8,8 @@
   into batches, shuffle the batches;
 * :func:`make_loader` -- a ``DataLoader`` that pads each batch only to its own longest
   example (``transformers.DataCollatorWithPadding``), optionally length-grouped;
+* :func:`fertility` -- tokens per character or per word: what a tokenizer does to a language
+  (notebook 17: an English-centric BPE spends about two tokens on each Chinese character);
 * :func:`check_sentences` / :func:`input_limit` -- the one check of the sentences given to a
   model for prediction (``ftlib.train.predict`` and ``ftlib.deploy.Predictor`` both use it).
 
@@ -25,7 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from ftlib.errors import CourseError
 
 __all__ = ["tokenize_dataset", "check_labels", "check_sentences", "input_limit", "LengthGroupedSampler",
-           "make_loader", "count_padding"]
+           "make_loader", "count_padding", "fertility"]
 
 # what transformers puts in tokenizer.model_max_length when the tokenizer does not know its limit
 _NO_LIMIT = 10 ** 9
@@ -266,3 +268,24 @@ def count_padding(loader) -> tuple[int, int]:
         real += int(mask.sum())
         pad += int(mask.numel() - mask.sum())
     return real, pad
+
+
+def fertility(tokenizer, texts, per: str = "char") -> float:
+    """Tokens per unit of text over ``texts``: ``per="char"`` (characters other than spaces: for
+    Chinese, Japanese) or ``per="word"`` (pieces between spaces: for English).
+
+    The ratio of the totals (all tokens / all units), special tokens left out: what a corpus
+    costs, not the mean of per-sentence ratios (which short sentences would dominate).
+    """
+    if per not in ("char", "word"):
+        raise CourseError(f"per={per!r}: use 'char' (Chinese, Japanese) or 'word' (space-separated languages).")
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise CourseError("fertility needs a non-empty list of strings.")
+    units = sum(len("".join(t.split())) if per == "char" else len(t.split()) for t in texts)
+    if units == 0:
+        raise CourseError(f"the texts hold no {'characters' if per == 'char' else 'words'}.")
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return tokens / units

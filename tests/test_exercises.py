@@ -65,3 +65,42 @@ def test_lesson15_pair_checks_reject_the_usual_mistakes(capsys):
     assert check("15.2", "only_second")
     for wrong in ("longest_first", "only_first", True, "do_not_truncate"):
         assert not check("15.2", wrong)
+
+
+def test_lesson16_f1_and_window_checks_reject_the_usual_mistakes(capsys):
+    import math
+    import re
+    import string
+    from collections import Counter
+
+    def norm(s):
+        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+        return re.sub(r"\b(a|an|the)\b", " ", s).split()
+
+    def f1(p, r, counter=Counter):
+        p, r = norm(p), norm(r)
+        common = sum((counter(p) & counter(r)).values()) if counter is Counter else len(set(p) & set(r))
+        return 0.0 if not common else 2 * common / (len(p) + len(r))
+
+    assert check("16.2", lambda p, refs: max(f1(p, r) for r in refs))
+    assert not check("16.2", lambda p, refs: f1(p, refs[0]))                          # first reference only
+    assert "best score over them" in capsys.readouterr().out
+    assert not check("16.2", lambda p, refs: max(f1(p, r, counter=set) for r in refs))  # a set, not a bag
+    assert "multiplicity" in capsys.readouterr().out
+    raw = lambda p, refs: max(2 * len(set(p.split()) & set(r.split())) / max(1, len(p.split()) + len(r.split())) for r in refs)
+    assert not check("16.2", raw)                                                       # no normalisation
+    from ftlib import tasks
+    assert not check("16.2", lambda p, refs: tasks.squad_em_f1(p, refs)[1])             # the library's answer
+    assert "yourself" in capsys.readouterr().out
+    assert not check("16.2", ...)
+
+    def windows(n_q, n, L, stride):
+        room = L - n_q - 3
+        return 1 + max(0, math.ceil((n - room) / (room - stride)))
+    assert check("16.3", windows)
+    assert not check("16.3", lambda n_q, n, L, s: math.ceil(n / (L - n_q - 3)))        # no overlap
+    assert "overlap" in capsys.readouterr().out
+    assert not check("16.3", lambda n_q, n, L, s: 1 + max(0, math.ceil((n - (L - n_q)) / (L - n_q - s))))   # no special tokens
+    assert "special tokens" in capsys.readouterr().out
+    assert not check("16.3", lambda n_q, n, L, s: 1 + max(0, math.ceil((n - (L - n_q - 3)) / s)))   # stride as the step
+    assert not check("16.3", ...)

@@ -1,71 +1,58 @@
-"""Exercise checks of notebook 17: right answers pass, typical wrong answers get the hint."""
+"""Exercise check of notebook 17 (chrF of one sentence pair): the right answer passes, the usual wrong
+answers get their hint, ``...`` is "not answered yet"."""
 from __future__ import annotations
 
-import math
+from collections import Counter
 
-import torch
-import torch.nn as nn
+import pytest
 
 from ftlib.exercises import check
+from ftlib.exercises.lesson17 import _chrf
 
 
-def _ce(y, p, log=math.log):
-    return -sum(a * log(b) for a, b in zip(y, p))
+def _by_hand(hyp, ref):
+    """chrF written out: spaces removed, clipped character n-grams n = 1..6, mean P and R, F2."""
+    hyp, ref = "".join(hyp.split()), "".join(ref.split())
+    ps, rs = [], []
+    for n in range(1, 7):
+        h = Counter(hyp[i:i + n] for i in range(len(hyp) - n + 1))
+        r = Counter(ref[i:i + n] for i in range(len(ref) - n + 1))
+        m = sum(min(c, r[g]) for g, c in h.items())
+        ps.append(m / sum(h.values()))
+        rs.append(m / sum(r.values()))
+    p, r = sum(ps) / 6, sum(rs) / 6
+    return 100 * 5 * p * r / (4 * p + r)
 
 
-Y, P = [0.7, 0.2, 0.1], [0.5, 0.3, 0.2]
+def test_17_1_right(capsys):
+    assert check("17.1", _by_hand)
+    assert "correct" in capsys.readouterr().out
 
 
-def test_15_1_right():
-    assert check("17.1", (_ce(Y, P), _ce(Y, Y)), quiet=True)
+def test_17_1_ftlib_itself_is_right():
+    from ftlib.metrics import corpus_chrf
+    assert check("17.1", lambda h, r: corpus_chrf([h], [r]), quiet=True)
 
 
-def test_15_1_log10_gets_hint(capsys):
-    assert not check("17.1", (_ce(Y, P, math.log10), _ce(Y, Y)))
-    assert "natural log" in capsys.readouterr().out
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda h, r: _chrf(h, r, beta=1.0), "beta = 2"),                  # F1 instead of F2
+    (lambda h, r: _chrf(h, r, spaces=True), "Remove the spaces"),      # spaces kept
+    (lambda h, r: _chrf(h, r, mean_of_f=True), "mean of the six F"),   # F per order, then averaged
+    (lambda h, r: _chrf(h, r, clip=False), "Clip the matches"),        # unclipped matches
+    (lambda h, r: _by_hand(h, r) / 100, "0 to 100"),                   # 0-1 scale
+])
+def test_17_1_usual_mistakes_get_their_hint(wrong, hint, capsys):
+    assert not check("17.1", wrong)
+    assert hint in capsys.readouterr().out
 
 
-def test_15_1_floor_zero_gets_hint(capsys):
-    assert not check("17.1", (_ce(Y, P), 0.0))
-    assert "one-hot" in capsys.readouterr().out
+def test_17_1_other_wrong_answers(capsys):
+    assert not check("17.1", lambda h, r: 50.0)
+    assert "expected" in capsys.readouterr().out
+    assert not check("17.1", lambda h, r: "high")
+    assert "one number" in capsys.readouterr().out
 
 
-def test_15_1_not_answered(capsys):
+def test_17_1_not_answered(capsys):
     assert not check("17.1", ...)
     assert "not answered" in capsys.readouterr().out
-
-
-def test_15_2_right():
-    # 13 batches a epoch, 39 steps; the scheduler reaches step 38 of a 100-step warm-up
-    assert check("17.2", (39, 2e-5 * 38 / 100), quiet=True)
-
-
-def test_15_2_floor_division_gets_hint(capsys):
-    assert not check("17.2", (36, 2e-5 * 35 / 100))
-    assert "ceil" in capsys.readouterr().out
-
-
-def test_15_2_full_rate_gets_hint(capsys):
-    assert not check("17.2", (39, 2e-5))
-    assert "warm-up" in capsys.readouterr().out
-
-
-def test_15_3_right():
-    def fixed(logits, labels):
-        return nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), labels.float())
-    assert check("17.3", fixed, quiet=True)
-
-
-def test_15_3_double_sigmoid_gets_hint(capsys):
-    def double(logits, labels):
-        return nn.BCEWithLogitsLoss()(torch.sigmoid(logits).squeeze(1), labels.float())
-    assert not check("17.3", double)
-    assert "twice" in capsys.readouterr().out
-
-
-def test_15_3_seed_code_fails(capsys):
-    def seed(logits, labels):
-        return nn.BCEWithLogitsLoss()(torch.sigmoid(logits), labels)
-    assert not check("17.3", seed)
-    out = capsys.readouterr().out
-    assert "raised" in out or "not yet" in out

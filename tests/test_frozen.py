@@ -97,7 +97,7 @@ def test_bad_input_gets_one_clear_error(bert, rows):
     with pytest.raises(CourseError, match="empty"):
         bottom_hidden(bert, [], 2)
     with pytest.raises(CourseError, match="'sequence'"):
-        TopBlocks(bert, 2, 3, kind="span")
+        TopBlocks(bert, 2, 3, kind="spans")
     with pytest.raises(CourseError, match="num_labels"):
         TopBlocks(bert, 2, 1)
     h = torch.zeros(3, 384)

@@ -285,6 +285,110 @@ def test_distinct_n():
     assert M.distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
 
 
+
+# --------------------------------------------------------------------------- chrF (notebook 17)
+
+def test_chrf_hand_computed():
+    # "ab c" vs "abc": spaces go, so the two are the same 3 characters: chrF 100
+    assert M.corpus_chrf(["ab c"], ["abc"]) == pytest.approx(100.0)
+    # "ab" vs "abc": orders 1 and 2 only (the hypothesis has no 3-gram); P = 1, R = (2/3 + 1/2) / 2
+    d = M.corpus_chrf(["ab"], ["abc"], return_details=True)
+    assert d["hyp_ngrams"][:3] == [2, 1, 0] and d["matches"][:3] == [2, 1, 0]
+    p, r = 1.0, (2 / 3 + 1 / 2) / 2
+    assert d["score"] == pytest.approx(100 * 5 * p * r / (4 * p + r))
+    # clipped matches: "aaaa" against "a" matches one unigram, and the reference has no 2-gram,
+    # so the hypothesis's 2..6-grams are not counted (sacreBLEU's rule)
+    assert M.char_ngram_stats("aaaa", "a", max_n=3) == [(4, 1, 1), (0, 0, 0), (0, 0, 0)]
+    assert M.corpus_chrf([""], ["abc"]) == 0.0
+
+
+def _random_corpora(seed, n=60):
+    import random
+    rng = random.Random(seed)
+    words = "the a cat dog sat on mat is I you Tom's don't . , ? ! 我 喜欢 猫 。 Hi".split()
+    for _ in range(n):
+        nseg, nref = rng.randint(1, 6), rng.randint(1, 3)
+        hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 10))) for _ in range(nseg)]
+        refs = [[" ".join(rng.choice(words) for _ in range(rng.randint(1, 10))) for _ in range(nref)]
+                for _ in range(nseg)]
+        yield hyps, refs
+
+
+def test_chrf_matches_sacrebleu_and_a_wrong_variant_does_not():
+    import sacrebleu                      # a test dependency: this comparison must run, never skip
+    cases = [(["the cat sat on the mat"], [["the cat is on the mat"]]),
+             (["Hi.", "I like cats."], [["Hello."], ["I love cats."]]),
+             (["", "Tom is here"], [["Tom left."], ["Tom is here."]])] + list(_random_corpora(0))
+    beta1 = no_strip = 0
+    for hyps, refs in cases:
+        streams = [list(s) for s in zip(*refs)]
+        want = sacrebleu.corpus_chrf(hyps, streams).score
+        assert M.corpus_chrf(hyps, refs) == pytest.approx(want, abs=1e-9)
+        # the usual wrong variants give a different number: F1 instead of F2, spaces kept
+        beta1 += abs(M.corpus_chrf(hyps, refs, beta=1) - want) > 1e-6
+        no_strip += abs(M.corpus_chrf(hyps, refs, whitespace=True) - want) > 1e-6
+    assert beta1 > len(cases) // 2 and no_strip > len(cases) // 2
+    # on one fixed pair, exactly: F2 weighs recall, F1 does not; spaces add n-grams across words
+    h, r = ["the cat sat on the mat"], ["the cat is on the mat"]
+    assert M.corpus_chrf(h, r, beta=1) != pytest.approx(M.corpus_chrf(h, r), abs=1e-3)
+    assert M.corpus_chrf(h, r, whitespace=True) != pytest.approx(M.corpus_chrf(h, r), abs=1e-3)
+    assert M.corpus_chrf(h, r, whitespace=True) == pytest.approx(
+        sacrebleu.metrics.CHRF(whitespace=True).corpus_score(h, [r]).score, abs=1e-9)
+
+
+def test_sentence_stats_give_the_corpus_scores_and_a_fast_bootstrap():
+    """A corpus metric's interval resamples sentences and recomputes the corpus score; summing
+    per-sentence counts gives exactly the score of re-scoring the resampled sentences."""
+    for hyps, refs in _random_corpora(1, n=30):
+        for tok in ("13a", "char"):
+            for smooth in (False, True):
+                assert M.bleu_from_stats(M.bleu_stats(hyps, refs, tokenize=tok), smooth=smooth) == pytest.approx(
+                    M.corpus_bleu(hyps, refs, tokenize=tok, smooth=smooth), abs=1e-9)
+        assert M.chrf_from_stats(M.chrf_stats(hyps, refs)) == pytest.approx(M.corpus_chrf(hyps, refs), abs=1e-9)
+    hyps = ["the cat sat", "a dog", "I like tea .", "Tom is here", "no"]
+    refs = ["the cat sat down", "the dog", "I like tea .", "Tom was here", "yes"]
+    stats = M.chrf_stats(hyps, refs)
+    assert stats.shape == (5, 6, 3)
+    slow = M.bootstrap_ci(lambda h, r: M.corpus_chrf(list(h), list(r)), np.array(hyps), np.array(refs),
+                          n_boot=200, seed=0)
+    fast = M.bootstrap_ci(M.chrf_from_stats, stats, n_boot=200, seed=0)
+    assert np.allclose(slow.samples, fast.samples) and (slow.low, slow.high) == pytest.approx((fast.low, fast.high))
+    assert fast.low <= fast.estimate <= fast.high
+    # the paired difference of two systems on the same sentences: one draw of indices for both
+    other = M.chrf_stats(["the cat", "a dog", "I like", "Tom", "yes"], refs)
+    diff = M.bootstrap_ci(lambda a, b: M.chrf_from_stats(a) - M.chrf_from_stats(b), stats, other, n_boot=200)
+    assert diff.estimate == pytest.approx(M.chrf_from_stats(stats) - M.chrf_from_stats(other))
+
+
+# --------------------------------------------------------------------------- tokenizer fertility (ftlib.text)
+
+class _CharTokenizer:
+    """One token per character, spaces included: a tokenizer whose fertility is known exactly."""
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+
+def test_fertility_is_the_ratio_of_totals():
+    from ftlib.text import fertility
+    texts = ["ab cd", "efg"]                       # 8 characters with the space, 7 without, 3 words
+    assert fertility(_CharTokenizer(), texts, per="char") == pytest.approx(8 / 7)
+    assert fertility(_CharTokenizer(), texts, per="word") == pytest.approx(8 / 3)
+    # not the mean of per-sentence ratios ((5/4 + 3/3) / 2 for characters)
+    assert fertility(_CharTokenizer(), texts) != pytest.approx((5 / 4 + 3 / 3) / 2)
+    with pytest.raises(CourseError):
+        fertility(_CharTokenizer(), texts, per="byte")
+    with pytest.raises(CourseError):
+        fertility(_CharTokenizer(), [" "])
+
+
+def test_fertility_of_course_gpt_on_chinese_and_english():
+    from ftlib import load_tokenizer
+    from ftlib.text import fertility
+    tok = load_tokenizer("course-gpt")
+    zh, en = ["我喜欢这只猫。", "她是个有魅力的女性。"], ["I like this cat.", "She is a charming woman."]
+    assert fertility(tok, zh, per="char") > 1.0          # byte pieces: more tokens than characters
+    assert fertility(tok, en, per="word") < 1.5          # English words are mostly one token each
+
 # --------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("call", [
@@ -301,6 +405,9 @@ def test_distinct_n():
     lambda: M.corpus_bleu(["a"], ["a", "b"]),
     lambda: M.corpus_bleu(["a"], ["a"], tokenize="zh"),
     lambda: M.kfold_indices(3, 5),
+    lambda: M.corpus_chrf("a cat", "a cat"),
+    lambda: M.corpus_chrf(["a"], ["a", "b"]),
+    lambda: M.corpus_chrf(["a"], ["a"], beta=0),
 ])
 def test_bad_input_raises_course_error(call):
     with pytest.raises(CourseError):

@@ -51,6 +51,7 @@ BATCH = ("tests/test_engine.py", "tests/test_train.py", "-m", "not compile")
 TEXT = ("tests/test_train.py", "tests/test_bad_input.py", "-m", "not compile")
 LORA = ("tests/test_lora.py",)
 METRICS = ("tests/test_metrics.py",)
+SQUAD = ("tests/test_squad.py",)
 LM = ("tests/test_lm.py",)
 BENCH = ("tests/test_bench.py",)
 DIST = ("tests/test_distributed.py",)
@@ -169,6 +170,19 @@ MUTATIONS = [
              "return float(np.mean(gaps))", "ECE without weighting bins by their size", METRICS),
     Mutation("M8", "ftlib/metrics.py", "sizes[: n % k] += 1", "sizes[-1] += n % k",
              "k-fold remainder all in the last fold", METRICS),
+    Mutation("M9", "ftlib/metrics.py", "return 100.0 * (1 + beta ** 2) * p * r / (beta ** 2 * p + r)",
+             "return 100.0 * 2 * p * r / (p + r)", "chrF with beta = 1 (precision and recall alike)", METRICS),
+    # -------------------------------------------------------------- extractive QA (lesson 16)
+    Mutation("Q1", "ftlib/tasks.py", "        em = max(em, float(pt == rt))\n", "        em = float(pt == rt)\n",
+             "SQuAD exact match of the last reference, not the best over all of them", SQUAD),
+    Mutation("Q2", "ftlib/tasks.py", "stride=stride, return_overflowing_tokens=True",
+             "stride=0, return_overflowing_tokens=True", "windows that do not overlap", SQUAD),
+    Mutation("Q3", "ftlib/frozen.py",
+             "loss = (F.cross_entropy(start, start_positions) + F.cross_entropy(end, end_positions)) / 2",
+             "loss = F.cross_entropy(start, start_positions)", "QA loss on the start position only", SQUAD),
+    Mutation("Q4", "ftlib/tasks.py", "            per[ex].append((score, contexts[ex][a:b], a))\n",
+             "            per[ex] = [(score, contexts[ex][a:b], a)]\n",
+             "a question's answer taken from its last window's candidates, not gathered across windows", SQUAD),
     # ------------------------------------------------------------- language modelling
     Mutation("G1", "ftlib/lm.py", "    target = labels[:, 1:].reshape(-1)\n", "    target = labels[:, :-1].reshape(-1)\n",
              "causal LM loss without the shift (predicts the current token)", LM),

@@ -1,99 +1,60 @@
-"""Checks for the exercises of notebook 17 (errata of the seed articles): spot the error, return the fix."""
+"""Checks for the exercise of lesson 17 (translation measured properly)."""
 from __future__ import annotations
 
-import math
+from collections import Counter
 
-import torch
-import torch.nn as nn
+from ftlib.exercises import Wrong, exercise
 
-from ftlib.exercises import Wrong, close, exercise
-
-# Exercise 17.1: the soft target and prediction of the worked example.
-TARGET = [0.7, 0.2, 0.1]
-PREDICTION = [0.5, 0.3, 0.2]
-
-
-def _cross_entropy(y, p, log=math.log) -> float:
-    return -sum(yk * log(pk) for yk, pk in zip(y, p))
+# Sentence pairs (hypothesis, reference) on which the usual mistakes give different numbers; every side
+# has at least 6 characters without spaces, so all six orders exist on both sides.
+PAIRS = [("The cat sat on the mat.", "The cat is on the mat."),
+         ("I like cats a lot", "I really like cats."),
+         ("he he he he he", "he is here now"),
+         ("Tom left early.", "Tom went home early.")]
 
 
-def _near(a, b, tol=1e-3) -> bool:
-    return abs(float(a) - float(b)) <= tol
+def _chrf(hyp: str, ref: str, beta: float = 2.0, spaces: bool = False, clip: bool = True,
+          mean_of_f: bool = False) -> float:
+    """Sentence chrF (0-100); the keyword arguments switch on the usual wrong variants."""
+    if not spaces:
+        hyp, ref = "".join(hyp.split()), "".join(ref.split())
+    precisions, recalls, fs = [], [], []
+    for n in range(1, 7):
+        h = Counter(hyp[i:i + n] for i in range(len(hyp) - n + 1))
+        r = Counter(ref[i:i + n] for i in range(len(ref) - n + 1))
+        m = sum(min(c, r[g]) if clip else (c if g in r else 0) for g, c in h.items())
+        p, rc = m / sum(h.values()), m / sum(r.values())
+        precisions.append(p)
+        recalls.append(rc)
+        fs.append((1 + beta ** 2) * p * rc / (beta ** 2 * p + rc) if p + rc else 0.0)
+    if mean_of_f:
+        return 100 * sum(fs) / len(fs)
+    p, rc = sum(precisions) / 6, sum(recalls) / 6
+    return 100 * (1 + beta ** 2) * p * rc / (beta ** 2 * p + rc) if p + rc else 0.0
 
 
 @exercise("17.1")
-def check_worked_example(answer):
-    try:
-        loss, floor = answer
-        loss, floor = float(loss), float(floor)
-    except (TypeError, ValueError):
-        raise Wrong("Answer with two numbers: answer = (loss, floor).") from None
-    if _near(loss, _cross_entropy(TARGET, PREDICTION, math.log10)):
-        raise Wrong("That is the tutorial's base-10 logarithm. PyTorch's cross-entropy uses the natural log (nats).")
-    if _near(loss, _cross_entropy(TARGET, PREDICTION, math.log2)):
-        raise Wrong("That is in bits (log base 2). Use the natural log: nats.")
-    close(loss, _cross_entropy(TARGET, PREDICTION), what="the loss", atol=1e-3, rtol=0)
-    if _near(floor, 0.0):
-        raise Wrong("0 is the floor only for a one-hot target. With a soft target, which prediction is best, and "
-                    "what is the loss there? (Lesson 01: Gibbs' inequality.)")
-    close(floor, _cross_entropy(TARGET, TARGET), what="the lowest possible loss", atol=1e-3, rtol=0)
+def chrf_pair(fn):
+    from ftlib.metrics import corpus_chrf
 
-
-# Exercise 17.2: a warm-up longer than the whole run.
-N_EXAMPLES, BATCH_SIZE, EPOCHS, WARMUP, LR = 200, 16, 3, 100, 2e-5
-
-
-def _schedule(total_steps: int) -> list[float]:
-    from transformers import get_linear_schedule_with_warmup
-
-    p = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([p], lr=LR)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=WARMUP, num_training_steps=total_steps)
-    lrs = []
-    for _ in range(total_steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
-
-
-@exercise("17.2")
-def check_warmup(answer):
-    try:
-        total_steps, highest_lr = answer
-        highest_lr = float(highest_lr)
-    except (TypeError, ValueError):
-        raise Wrong("Answer with two numbers: answer = (total_steps, highest_lr).") from None
-    want_steps = math.ceil(N_EXAMPLES / BATCH_SIZE) * EPOCHS
-    if total_steps != want_steps:
-        if math.isclose(float(total_steps), N_EXAMPLES / BATCH_SIZE * EPOCHS) or total_steps == N_EXAMPLES // BATCH_SIZE * EPOCHS:
-            raise Wrong("A DataLoader keeps the last, smaller batch (drop_last=False): len(loader) = ceil(200 / 16).")
-        raise Wrong(f"total_steps = len(loader) * epochs, and len(loader) = ceil(examples / batch size); "
-                    f"you gave {total_steps}.")
-    if math.isclose(highest_lr, LR, rel_tol=1e-6):
-        raise Wrong("2e-5 is only reached after 100 warm-up steps. Does the run have that many steps?")
-    close(highest_lr, max(_schedule(want_steps)), what="the highest learning rate", rtol=1e-4, atol=0)
-
-
-# Exercise 17.3: sigmoid + BCEWithLogitsLoss, and integer labels of the wrong shape.
-def _cases():
-    g = torch.Generator().manual_seed(14)
-    for batch in (1, 4, 7):
-        yield 3 * torch.randn(batch, 1, generator=g), torch.randint(0, 2, (batch,), generator=g)
-
-
-@exercise("17.3")
-def check_fixed_loss(fixed_loss):
-    if not callable(fixed_loss):
-        raise Wrong("Answer with your function: answer = fixed_loss.")
-    bce = nn.BCEWithLogitsLoss()
-    for logits, labels in _cases():
-        got = fixed_loss(logits.clone(), labels.clone())
-        if not isinstance(got, torch.Tensor) or got.numel() != 1:
-            raise Wrong("Return the mean loss of the batch as a single (0-dimensional) tensor.")
-        want = bce(logits.squeeze(1), labels.float())
-        double = bce(torch.sigmoid(logits.squeeze(1)), labels.float())
-        if torch.allclose(got.double(), double.double(), atol=1e-6) and not torch.allclose(want, double, atol=1e-6):
-            raise Wrong("That still applies the sigmoid twice: BCEWithLogitsLoss takes raw logits and applies the "
-                        "sigmoid itself.")
-        close(got.detach(), want.detach(), what=f"the loss of a batch of {len(labels)}", atol=1e-5, rtol=1e-5)
+    for hyp, ref in PAIRS:
+        want = corpus_chrf([hyp], [ref])
+        try:
+            got = float(fn(hyp, ref))
+        except (TypeError, ValueError):
+            raise Wrong("chrf_pair(hyp, ref) should return one number, the chrF score from 0 to 100.") from None
+        if abs(got - want) <= 1e-6:
+            continue
+        hint = ""
+        if abs(got - want / 100) <= 1e-8:
+            hint = " It is on the 0-1 scale: chrF is reported from 0 to 100."
+        elif abs(got - _chrf(hyp, ref, beta=1.0)) <= 1e-6:
+            hint = " That is F1 (beta = 1); chrF uses beta = 2, which weighs recall twice as much as precision."
+        elif abs(got - _chrf(hyp, ref, spaces=True)) <= 1e-6:
+            hint = " Remove the spaces first: chrF's character n-grams do not cross or contain spaces."
+        elif abs(got - _chrf(hyp, ref, mean_of_f=True)) <= 1e-6:
+            hint = (" That is the mean of the six F-scores; chrF averages precision and recall over the orders "
+                    "first, then takes one F-score.")
+        elif abs(got - _chrf(hyp, ref, clip=False)) <= 1e-6:
+            hint = " Clip the matches: an n-gram counts at most as often as the reference has it."
+        raise Wrong(f"for hyp={hyp!r}, ref={ref!r} expected {want:.4f}, got {got:.4f}.{hint}")
