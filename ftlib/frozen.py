@@ -96,7 +96,8 @@ class TopBlocks(nn.Module):
     ``kind="token"``: ``num_labels`` logits per token; ``kind="span"`` (``num_labels=2``): a start
     and an end score per token, trained from ``start_positions``/``end_positions``; with
     ``question_aware=True`` each context token's scores also depend on the question (a bilinear
-    term between the token and the mean of the question's states; needs ``token_type_ids``).
+    term between the token and the mean of the segment-0 states -- [CLS], the question and its
+    [SEP]; needs ``token_type_ids``).
     ``n_top``: how many blocks above the frozen ``k`` to train (default: all of them; ``0``: the
     head reads block ``k``'s output, the blocks above it are not used). ``n_shapes``: if given, a learned
     embedding of a per-token shape id (``shape_ids`` in the batch), initialised to zero so the
@@ -223,6 +224,10 @@ def pad_hidden(rows) -> dict:
             batch["labels"] = pad_sequence([torch.as_tensor(r["labels"]) for r in rows], batch_first=True,
                                            padding_value=IGNORE)
     if "token_type_ids" in rows[0]:                      # question (0) / context (1), padded with 0
+        for r in rows:
+            if len(r["token_type_ids"]) != len(r["hidden"]):
+                raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r['token_type_ids'])} "
+                                  "token_type_ids: take both from the same tokenisation.")
         batch["token_type_ids"] = pad_sequence([torch.as_tensor(r["token_type_ids"]) for r in rows], batch_first=True)
     for key in ("start_positions", "end_positions"):     # extractive QA: one token index per row
         if key in rows[0]:

@@ -15,7 +15,8 @@ sets from templates (test names never occur in training), kept for tests and qui
   not hold the answer), :func:`qa_nbest` / :func:`qa_answers` (n-best spans, gathered across a
   question's windows), :func:`best_span` (the exhaustive search), :func:`squad_em_f1` /
   :func:`squad_scores` (the official SQuAD v1.1 exact match and F1), :func:`sentence_spans` /
-  :func:`first_sentence` (the first-sentence baseline); :func:`qa_features` is the one-window
+  :func:`first_sentence` (the first-sentence baseline), :func:`qa_error_kind` (exact, boundary,
+  right or wrong sentence); :func:`qa_features` is the one-window
   version for short contexts.
 * Translation with a decoder-only model: :func:`prompt_target_example` (labels -100 on the
   prompt, so only the target is learned).
@@ -35,7 +36,8 @@ from ftlib.errors import CourseError
 __all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1", "entity_counts",
            "f1_from_counts", "entity_type_confusion", "SHAPES", "word_shape", "token_shapes", "group_entities",
            "make_qa_data", "qa_features", "best_span", "squad_em_f1", "squad_scores", "qa_windows", "qa_nbest",
-           "qa_answers", "sentence_spans", "first_sentence", "prompt_target_example"]
+           "qa_answers", "sentence_spans", "first_sentence", "QA_ERROR_KINDS", "qa_error_kind",
+           "prompt_target_example"]
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 
@@ -422,6 +424,11 @@ def qa_windows(tokenizer, questions, contexts, answer_starts=None, answers=None,
     if answers is not None:
         if len(answers) != len(questions) or len(answer_starts) != len(questions):
             raise CourseError("qa_windows needs one answer and one answer_start per question.")
+        for i, (a0, ans) in enumerate(zip(answer_starts, answers)):
+            if not ans or not 0 <= a0 <= len(contexts[i]) - len(ans) or contexts[i][a0:a0 + len(ans)] != ans:
+                raise CourseError(f"Question {i}: the answer {ans!r} is not at character {a0} of its context "
+                                  f"(found {contexts[i][a0:a0 + len(ans)]!r}); give each answer's text and its "
+                                  "first character in the context (SQuAD's answers['answer_start']).")
         out["start_positions"], out["end_positions"] = [], []
         for ex, offs in zip(out["example"], out["offsets"]):
             a0 = answer_starts[ex]
@@ -440,10 +447,13 @@ def qa_windows(tokenizer, questions, contexts, answer_starts=None, answers=None,
 def qa_nbest(start_logits, end_logits, offsets, n_best: int = 20, max_answer_tokens: int = 30) -> list:
     """Candidate answers of one feature: ``(score, char_start, char_end)``, best first.
 
-    Only the ``n_best`` highest start and end scores are paired (the rest cannot beat them, as
-    long as a valid pair exists among them); a pair is valid when both tokens are in the context
-    (``offsets`` not ``None``), the start is not after the end, and the span has at most
-    ``max_answer_tokens`` tokens. The score is ``start + end`` logit."""
+    Only the ``n_best`` highest start and end scores are paired: a shortcut, not an exhaustive
+    search (a valid pair outside them can score higher when the top ones pair badly;
+    :func:`best_span` searches every pair, and notebook 16 measures how often they differ). A pair
+    is valid when both tokens are in the context (``offsets`` not ``None``), the start is not after
+    the end, and the span has at most ``max_answer_tokens`` tokens. The score is ``start + end``."""
+    if not isinstance(n_best, int) or n_best < 1:
+        raise CourseError(f"n_best must be a whole number >= 1 (20 is usual), not {n_best!r}.")
     import torch
 
     s = torch.as_tensor(start_logits).float()[:len(offsets)]
@@ -466,6 +476,9 @@ def qa_answers(start_logits, end_logits, windows: dict, contexts, n_best: int = 
     padding beyond a feature's length ignored. Returns, per example (in the order of
     ``contexts``), a list of ``(score, answer text, first character)`` best first; ``[0][1]`` is
     the prediction. An example with no valid span in any window gets ``[(-inf, "", 0)]``."""
+    if windows["example"] and max(windows["example"]) >= len(contexts):
+        raise CourseError(f"The windows come from {max(windows['example']) + 1} questions but {len(contexts)} "
+                          "contexts were given: pass the contexts the windows were made from, in the same order.")
     if len(start_logits) != len(windows["offsets"]) or len(end_logits) != len(windows["offsets"]):
         raise CourseError(f"Expected one row of logits per feature ({len(windows['offsets'])}); got "
                           f"{len(start_logits)} and {len(end_logits)}.")
@@ -498,6 +511,29 @@ def first_sentence(context: str) -> str:
     """The first sentence of a context (:func:`sentence_spans`): the answer of SQuAD's simplest baseline."""
     spans = sentence_spans(context.strip())
     return context.strip()[spans[0][0]:spans[0][1]] if spans else ""
+
+
+QA_ERROR_KINDS = ("exact", "boundary", "right sentence", "wrong sentence")
+
+
+def qa_error_kind(context: str, prediction: str, pred_start: int, answers, answer_starts) -> str:
+    """Sort one extractive-QA answer into a kind (notebook 16), from characters, not words:
+
+    ``"exact"`` -- exact match with a reference (:func:`squad_em_f1`); ``"boundary"`` -- the
+    predicted characters overlap a reference's but start or stop elsewhere; ``"right sentence"`` --
+    no overlap, but the whole prediction lies in a sentence that holds a reference
+    (:func:`sentence_spans`); ``"wrong sentence"`` -- anywhere else."""
+    if len(answers) != len(answer_starts) or not answers:
+        raise CourseError("Give each reference answer with its first character (answers and answer_starts alike).")
+    if squad_em_f1(prediction, answers)[0] == 1:
+        return "exact"
+    p0, p1 = pred_start, pred_start + len(prediction)
+    if any(p0 < a0 + len(a) and a0 < p1 for a, a0 in zip(answers, answer_starts)):
+        return "boundary"
+    for s, e in sentence_spans(context):
+        if s <= p0 and p1 <= e and any(s <= a0 < e for a0 in answer_starts):
+            return "right sentence"
+    return "wrong sentence"
 
 
 def prompt_target_example(tokenizer, prompt: str, target: str, max_length: int = 64) -> dict:

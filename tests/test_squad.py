@@ -273,3 +273,36 @@ def test_question_aware_span_head_starts_as_the_plain_head_and_reads_the_questio
         TopBlocks(bert, 2, 2, kind="span", n_top=2)
     with pytest.raises(CourseError, match="only for kind='span'"):
         TopBlocks(bert, 2, 2, kind="token", question_aware=True)
+
+
+def test_error_kinds_follow_characters_not_shared_words():
+    ctx = "The river is 1,320 kilometres long. It was measured in 1932. Later it was 230 kilometres shorter."
+    refs, starts = ["1,320 kilometres"], [ctx.index("1,320")]
+    kind = lambda pred: tasks.qa_error_kind(ctx, pred, ctx.index(pred), refs, starts)
+    assert kind("1,320 kilometres") == "exact"
+    assert kind("1,320 kilometres long") == "boundary"
+    assert kind("river is 1,320") == "boundary"
+    assert kind("The river") == "right sentence"               # same sentence, no overlap
+    assert kind("230 kilometres") == "wrong sentence"            # a shared word, but the wrong number elsewhere
+    assert kind("long. It was") == "wrong sentence"              # crosses out of the reference's sentence
+    assert tasks.QA_ERROR_KINDS == ("exact", "boundary", "right sentence", "wrong sentence")
+    with pytest.raises(CourseError):
+        tasks.qa_error_kind(ctx, "x", 0, ["a", "b"], [0])
+
+
+def test_qa_bad_input_gets_one_clear_error(bert_tok):
+    with pytest.raises(CourseError, match="not at character"):
+        tasks.qa_windows(bert_tok, ["Who?"], ["Ann came."], [4], ["Ann"])
+    with pytest.raises(CourseError, match="not at character"):
+        tasks.qa_windows(bert_tok, ["Who?"], ["Ann came."], [0], [""])
+    with pytest.raises(CourseError, match="not at character"):
+        tasks.qa_windows(bert_tok, ["Who?"], ["Ann came."], [50], ["Ann"])
+    w = tasks.qa_windows(bert_tok, ["Who?", "What?"], ["Ann came.", "Bob left."])
+    z = torch.zeros(2, len(w["input_ids"][0]) + 2)
+    with pytest.raises(CourseError, match="contexts"):
+        tasks.qa_answers(z, z, w, ["Ann came."])
+    with pytest.raises(CourseError, match="n_best"):
+        tasks.qa_nbest(z[0], z[0], w["offsets"][0], n_best=0)
+    from ftlib.frozen import pad_hidden
+    with pytest.raises(CourseError, match="token_type_ids"):
+        pad_hidden([{"hidden": torch.zeros(3, 4), "token_type_ids": [0, 1]}])
