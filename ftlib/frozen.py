@@ -203,6 +203,15 @@ class TopBlocks(nn.Module):
         return SimpleNamespace(loss=loss, logits=logits, start_logits=start, end_logits=end)
 
 
+def _pad_per_token(rows, key: str, padding_value: int, what: str):
+    """``rows[i][key]`` (one value per cached token) padded into a batch; a row of another length
+    is one clear error, ending with ``what``."""
+    for r in rows:
+        if len(r[key]) != len(r["hidden"]):
+            raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r[key])} {what}")
+    return pad_sequence([torch.as_tensor(r[key]) for r in rows], batch_first=True, padding_value=padding_value)
+
+
 def pad_hidden(rows) -> dict:
     """Batch cached rows: each a dict with ``hidden`` (tokens, hidden) and ``labels`` (an int, or
     one per token) and optionally ``shape_ids`` (one per token). Pads to the longest row:
@@ -217,25 +226,15 @@ def pad_hidden(rows) -> dict:
         if isinstance(first, int) or (torch.is_tensor(first) and first.ndim == 0):
             batch["labels"] = torch.tensor([int(r["labels"]) for r in rows])
         else:
-            for r in rows:
-                if len(r["labels"]) != len(r["hidden"]):
-                    raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r['labels'])} "
-                                      "token labels: align the labels to the same tokenisation.")
-            batch["labels"] = pad_sequence([torch.as_tensor(r["labels"]) for r in rows], batch_first=True,
-                                           padding_value=IGNORE)
+            batch["labels"] = _pad_per_token(rows, "labels", IGNORE, "token labels: align the labels to the same "
+                                                                      "tokenisation.")
     if "token_type_ids" in rows[0]:                      # question (0) / context (1), padded with 0
-        for r in rows:
-            if len(r["token_type_ids"]) != len(r["hidden"]):
-                raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r['token_type_ids'])} "
-                                  "token_type_ids: take both from the same tokenisation.")
-        batch["token_type_ids"] = pad_sequence([torch.as_tensor(r["token_type_ids"]) for r in rows], batch_first=True)
+        batch["token_type_ids"] = _pad_per_token(rows, "token_type_ids", 0, "token_type_ids: take both from the "
+                                                                            "same tokenisation.")
     for key in ("start_positions", "end_positions"):     # extractive QA: one token index per row
         if key in rows[0]:
             batch[key] = torch.tensor([int(r[key]) for r in rows])
     if "shape_ids" in rows[0]:
-        for r in rows:
-            if len(r["shape_ids"]) != len(r["hidden"]):
-                raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r['shape_ids'])} shape ids: "
-                                  "compute them from the same tokenisation (tasks.token_shapes).")
-        batch["shape_ids"] = pad_sequence([torch.as_tensor(r["shape_ids"]) for r in rows], batch_first=True)
+        batch["shape_ids"] = _pad_per_token(rows, "shape_ids", 0, "shape ids: compute them from the same "
+                                                                  "tokenisation (tasks.token_shapes).")
     return batch

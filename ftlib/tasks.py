@@ -304,6 +304,11 @@ def make_qa_data(n: int, split: str = "train", seed: int = 0) -> dict:
     return out
 
 
+def _answer_tokens(offsets, a0: int, a1: int) -> list[int]:
+    """The context tokens (``offsets`` not ``None``) whose characters overlap ``[a0, a1)``, in order."""
+    return [j for j, o in enumerate(offsets) if o is not None and o[0] < a1 and o[1] > a0]
+
+
 def qa_features(tokenizer, questions, contexts, answers=None, answer_starts=None, max_length: int = 128) -> dict:
     """Tokenise (question, context) pairs; with answers, add ``start_positions``/``end_positions``.
 
@@ -321,9 +326,8 @@ def qa_features(tokenizer, questions, contexts, answers=None, answer_starts=None
         return enc
     starts, ends = [], []
     for i, (ans, a0) in enumerate(zip(answers, answer_starts)):
-        a1 = a0 + len(ans)
-        seq = enc.sequence_ids(i)
-        tok = [j for j, s in enumerate(seq) if s == 1 and offsets[i, j, 0] < a1 and offsets[i, j, 1] > a0]
+        context_offsets = [tuple(o) if s == 1 else None for s, o in zip(enc.sequence_ids(i), offsets[i].tolist())]
+        tok = _answer_tokens(context_offsets, a0, a0 + len(ans))
         if not tok:
             raise CourseError(f"Example {i}: the answer {ans!r} is not inside the (truncated) context; "
                               f"raise max_length (now {max_length}) or use a document stride.")
@@ -435,7 +439,7 @@ def qa_windows(tokenizer, questions, contexts, answer_starts=None, answers=None,
             a1 = a0 + len(answers[ex])
             inside = [j for j, o in enumerate(offs) if o is not None]
             if inside and offs[inside[0]][0] <= a0 and offs[inside[-1]][1] >= a1:
-                tok = [j for j in inside if offs[j][0] < a1 and offs[j][1] > a0]
+                tok = _answer_tokens(offs, a0, a1)
                 out["start_positions"].append(tok[0])
                 out["end_positions"].append(tok[-1])
             else:
@@ -459,9 +463,10 @@ def qa_nbest(start_logits, end_logits, offsets, n_best: int = 20, max_answer_tok
     s = torch.as_tensor(start_logits).float()[:len(offsets)]
     e = torch.as_tensor(end_logits).float()[:len(offsets)]
     k = min(n_best, len(s))
+    ends = e.topk(k).indices.tolist()
     cands = []
     for i in s.topk(k).indices.tolist():
-        for j in e.topk(k).indices.tolist():
+        for j in ends:
             if offsets[i] is None or offsets[j] is None or j < i or j - i + 1 > max_answer_tokens:
                 continue
             cands.append((float(s[i] + e[j]), offsets[i][0], offsets[j][1]))
@@ -509,8 +514,9 @@ def sentence_spans(context: str) -> list[tuple[int, int]]:
 
 def first_sentence(context: str) -> str:
     """The first sentence of a context (:func:`sentence_spans`): the answer of SQuAD's simplest baseline."""
-    spans = sentence_spans(context.strip())
-    return context.strip()[spans[0][0]:spans[0][1]] if spans else ""
+    context = context.strip()
+    spans = sentence_spans(context)
+    return context[spans[0][0]:spans[0][1]] if spans else ""
 
 
 QA_ERROR_KINDS = ("exact", "boundary", "right sentence", "wrong sentence")

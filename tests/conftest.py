@@ -87,3 +87,10 @@ def tiny_llama():
 @pytest.fixture
 def classification_data():
     return make_classification_data
+
+
+@pytest.fixture(scope="session")
+def bert_tok():
+    """course-bert's tokenizer (the real one: tests of tokenisation, offsets and windows need it)."""
+    import ftlib
+    return ftlib.load_tokenizer("course-bert")

@@ -145,11 +145,6 @@ def test_first_sentence():
     assert tasks.first_sentence("It cost $3.50 in total! \"Wow,\" she said.") == "It cost $3.50 in total!"
 
 
-@pytest.fixture(scope="module")
-def bert_tok():
-    return ftlib.load_tokenizer("course-bert")
-
-
 LONG = ("The river rises in the hills. " * 12 + "The bridge was built in 1887 by Gustave Eiffel. "
         + "Boats pass under it every day. " * 12)
 

@@ -7,11 +7,6 @@ from ftlib import CourseError, tasks
 from ftlib.train import fit
 
 
-@pytest.fixture(scope="module")
-def bert_tok():
-    return ftlib.load_tokenizer("course-bert")
-
-
 def test_synthetic_splits_do_not_share_names():
     train = tasks.make_ner_data(300, "train", seed=0)
     test = tasks.make_ner_data(100, "test", seed=1)

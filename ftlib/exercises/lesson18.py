@@ -46,15 +46,10 @@ N_EXAMPLES, BATCH_SIZE, EPOCHS, WARMUP, LR = 200, 16, 3, 100, 2e-5
 def _schedule(total_steps: int) -> list[float]:
     from transformers import get_linear_schedule_with_warmup
 
-    p = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([p], lr=LR)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=WARMUP, num_training_steps=total_steps)
-    lrs = []
-    for _ in range(total_steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
+    # the schedule's own factor at each step (LambdaLR keeps it); nothing is trained, so no optimiser step
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=LR)
+    factor = get_linear_schedule_with_warmup(opt, num_warmup_steps=WARMUP, num_training_steps=total_steps).lr_lambdas[0]
+    return [LR * factor(step) for step in range(total_steps)]
 
 
 @exercise("18.2")
