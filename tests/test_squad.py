@@ -301,3 +301,22 @@ def test_qa_bad_input_gets_one_clear_error(bert_tok):
     from ftlib.frozen import pad_hidden
     with pytest.raises(CourseError, match="token_type_ids"):
         pad_hidden([{"hidden": torch.zeros(3, 4), "token_type_ids": [0, 1]}])
+
+
+def test_lesson16_verdicts_fail_for_the_baseline_itself_and_for_empty_answers():
+    """Lesson 16's checks are `gain.low > 0` (beats the first sentence) and `em.low > 0`: the baseline
+    copied, an empty answer and a fixed answer fail them; the reference answers pass them."""
+    dev = _dev_questions()[:400]
+    first = [tasks.first_sentence(c) for _, c, _ in dev]
+    refs = [r for _, _, r in dev]
+    verdict = lambda preds: (lambda c: (c["gain"].low > 0, c["em"].low > 0))(tasks.squad_comparison(preds, first, refs))
+    assert verdict(first) == (False, False)                       # the baseline against itself: gain exactly 0
+    assert verdict([""] * len(dev)) == (False, False)
+    assert verdict(["Denver Broncos"] * len(dev)) == (False, True)   # right on the Super Bowl article's questions
+    assert verdict([r[0] for r in refs]) == (True, True)
+    # a system that is the first sentence on half the questions and right on the rest is judged on the pairs
+    half = [r[0] if i % 2 else f for i, (f, r) in enumerate(zip(first, refs))]
+    c = tasks.squad_comparison(half, first, refs)
+    assert c["gain"].low > 0 and c["gain"].estimate == pytest.approx(c["f1"].estimate - c["baseline_f1"].estimate)
+    with pytest.raises(CourseError, match="one prediction, one baseline answer"):
+        tasks.squad_comparison(first[:-1], first, refs)

@@ -1,4 +1,5 @@
 """ftlib.tasks: NER label alignment and entity F1, QA spans and scores, decoder examples."""
+import os
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ def test_synthetic_splits_do_not_share_names():
     test = tasks.make_ner_data(100, "test", seed=1)
 
     def entities(d):
-        return {" ".join(w[s:e]) for words, tags in zip(d["tokens"], d["tags"]) for _, s, e in tasks.bio_spans(tags)
+        return {" ".join(w[s:e]) for words, tags in zip(d["tokens"], d["tags"]) for _, s, e in tasks.bio_spans(tags, tasks.NER_TAGS)
                 for w in [words]}
     assert entities(train) and entities(test)
     assert not entities(train) & entities(test)
@@ -45,9 +46,13 @@ def test_bio_spans_and_entity_f1():
     assert tasks.bio_spans(["B-PER", "I-LOC"]) == {("PER", 0, 1), ("LOC", 1, 2)}
     r = tasks.entity_f1([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "O", "O", "B-LOC"]])
     assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5) and r["entities"] == 2
-    perfect = tasks.entity_f1([[1, 2, 0]], [[1, 2, 0]])
+    perfect = tasks.entity_f1([[1, 2, 0]], [[1, 2, 0]], tasks.NER_TAGS)
     assert perfect["f1"] == 1.0
-    assert tasks.entity_f1([[0, 0]], [[0, 0]])["f1"] == 0.0
+    assert tasks.entity_f1([[0, 0]], [[0, 0]], tasks.NER_TAGS)["f1"] == 0.0
+    # ids mean nothing without their names: WNUT-17's id 9 is B-person, the synthetic set has no id 9,
+    # and its id 1 (B-PER) is WNUT's B-corporation -- so no default is guessed
+    with pytest.raises(CourseError, match="needs the tag names"):
+        tasks.entity_f1([[1, 2, 0]], [[1, 2, 0]])
     with pytest.raises(CourseError):
         tasks.entity_f1([[0, 1]], [[0]])
 
@@ -206,3 +211,36 @@ def test_align_all_subtokens_reads_the_data_sets_own_names():
     assert tasks.align_labels([None, 0, 0, 1, None], [9, 0], label_all_subtokens=True, names=WNUT) != [-100, 9, 9, 0, -100]
     with pytest.raises(CourseError, match="-100"):
         tasks.bio_spans([9, -100], WNUT)
+
+
+def test_lesson14_verdicts_fail_for_all_O_and_for_the_rule_itself():
+    """Lesson 14 checks `f1.low > 0.2` and `gain over the capital-letter rule .low > 0`: predicting no entity,
+    or the rule itself, fails both; the true tags pass; a half-right tagger is judged on the same sentences."""
+    if not os.environ.get("FTLIB_DATA_DIR"):
+        pytest.skip("the WNUT-17 mirror (FTLIB_DATA_DIR) is not here")
+    test = ftlib.load_wnut17(source="mirror")["test"]
+    names = test.features["ner_tags"].feature.names
+    true = [list(t) for t in test["ner_tags"]]
+    rule = [[names.index("B-person") if i and w[:1].isupper() else 0 for i, w in enumerate(words)]
+            for words in test["tokens"]]
+    rule_counts = tasks.entity_counts(true, rule, names)
+
+    def verdict(pred):
+        counts = tasks.entity_counts(true, pred, names)
+        return tasks.entity_f1_interval(counts).low > 0.2, tasks.entity_f1_gain(counts, rule_counts).low > 0
+
+    all_o = [[0] * len(t) for t in true]
+    assert tasks.entity_f1_interval(tasks.entity_counts(true, all_o, names)).high == 0.0
+    assert verdict(all_o) == (False, False)
+    assert verdict(rule) == (False, False)            # its gain over itself is exactly 0
+    assert verdict(true) == (True, True)
+    # the truth on every other sentence, no entity on the rest: F1 2/3 on its half of the entities
+    half = [t if i % 2 else [0] * len(t) for i, t in enumerate(true)]
+    assert verdict(half) == (True, True)
+    gain = tasks.entity_f1_gain(tasks.entity_counts(true, half, names), rule_counts)
+    assert gain.estimate == pytest.approx(tasks.f1_from_counts(*tasks.entity_counts(true, half, names))
+                                          - tasks.f1_from_counts(*rule_counts))
+    with pytest.raises(CourseError, match="same sentences"):
+        tasks.entity_f1_gain(rule_counts, tasks.entity_counts(true[:-1], rule[:-1], names))
+    with pytest.raises(CourseError, match="three per-sentence count lists"):
+        tasks.entity_f1_interval([[1, 2], [3, 4]])

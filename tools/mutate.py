@@ -183,6 +183,12 @@ MUTATIONS = [
     Mutation("Q4", "ftlib/tasks.py", "            per[ex].append((score, contexts[ex][a:b], a))\n",
              "            per[ex] = [(score, contexts[ex][a:b], a)]\n",
              "a question's answer taken from its last window's candidates, not gathered across windows", SQUAD),
+    Mutation("Q5", "ftlib/tasks.py", '"gain": ci(ours[:, 1], base[:, 1], fn=lambda a, b: a.mean() - b.mean())',
+             '"gain": ci(ours[:, 1], base[:, 1], fn=lambda a, b: a.mean() - a.mean())',
+             "the F1 gain over the baseline compares the system with itself (always 0)", SQUAD),
+    Mutation("N1", "ftlib/tasks.py", "lambda x, y: f1_from_counts(*x.T) - f1_from_counts(*y.T), a, b,",
+             "lambda x, y: f1_from_counts(*y.T) - f1_from_counts(*x.T), a, b,",
+             "the entity F1 gain subtracts the wrong way round", ("tests/test_tasks.py",)),
     # ------------------------------------------------------------- language modelling
     Mutation("G1", "ftlib/lm.py", "    target = labels[:, 1:].reshape(-1)\n", "    target = labels[:, :-1].reshape(-1)\n",
              "causal LM loss without the shift (predicts the current token)", LM),

@@ -63,8 +63,15 @@ def clean(nb):
         if is_checked(cell):
             outs = [_clean_output(o) for o in cell.outputs
                     if o.get("output_type") in ("stream", "execute_result", "display_data")]
-            cell.outputs = [o for o in outs if o.get("output_type") == "stream"
-                            and o.get("name") == "stdout" or o.get("data")]
+            kept = [o for o in outs if o.get("output_type") == "stream"
+                    and o.get("name") == "stdout" or o.get("data")]
+            # one stdout stream, however the kernel happened to flush it (nbval joins them too)
+            cell.outputs = []
+            for o in kept:
+                if cell.outputs and o.get("output_type") == "stream" and cell.outputs[-1].get("output_type") == "stream":
+                    cell.outputs[-1]["text"] += o["text"]
+                else:
+                    cell.outputs.append(o)
             # nbval refuses a reference cell that has outputs but no execution count
             # ("Unrun reference cell has outputs"), so checked cells carry a constant 1.
             if cell.outputs:
