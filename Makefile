@@ -41,8 +41,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 course: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) $(LAB_ARGS) $(LAB_EXTRA)
 
+# `make test` runs in two steps: the unit tests and the notebooks, JOBS pytest workers at once
+# (pytest-xdist; one notebook stays on one worker, its cells in order), each worker's torch using
+# its share of the cores; then the site tests, which build the book from the executed notebooks.
+# JOBS=1 runs everything in one process, as plain `pytest` does.
+CORES   := $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)")
+JOBS    ?= $(if $(filter 1,$(CORES)),1,2)
+THREADS ?= $(shell $(PYTHON) -c "print(max(1, $(CORES) // $(JOBS)))")
+
 test: setup
-	$(PY) -m pytest
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadscope) -m "not site"
+	$(PY) -m pytest -m site
 
 unit: setup
 	$(PY) -m pytest tests -m "not slow and not compile"
