@@ -376,7 +376,7 @@ def render_table(out_dir) -> str:
     for p in sorted(Path(out_dir).glob("*.json"), reverse=True):
         r = json.loads(p.read_text())
         hw, b, g = r["hardware"], r.get("bert"), r.get("gpt")
-        where = hw["gpu"] or f"CPU ({hw['cpu'] or 'unknown'}, {hw['cpu_threads']} threads)"
+        where = hw["gpu"] or f"CPU ({hw['cpu'] or 'unknown'}, torch threads: {hw['cpu_threads']})"
         if b and "trainer" in b:
             tuned = _get(b, "trainer_tuned", "samples_per_s")
             bert = (f"| {b['settings']['n_train']:,} x {b['settings']['epochs']} | {_num(b['ftlib']['samples_per_s'])} "

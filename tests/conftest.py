@@ -94,3 +94,9 @@ def bert_tok():
     """course-bert's tokenizer (the real one: tests of tokenisation, offsets and windows need it)."""
     import ftlib
     return ftlib.load_tokenizer("course-bert")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bert_tok):
+    """The same tokenizer under the name the training, deployment and bad-input tests use."""
+    return bert_tok

@@ -20,13 +20,6 @@ from conftest import make_sentiment_bert as tiny_model
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return ftlib.load_tokenizer("course-bert")
-
-
-
-
-@pytest.fixture(scope="module")
 def saved(tokenizer, tmp_path_factory):
     return deploy.save(tiny_model(tokenizer), tokenizer, tmp_path_factory.mktemp("bad-input") / "clf")
 

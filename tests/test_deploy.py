@@ -12,13 +12,6 @@ from ftlib import CourseError, deploy
 from conftest import make_sentiment_bert as tiny_model
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return ftlib.load_tokenizer("course-bert")
-
-
-
-
 SENTENCES = ["a gorgeous , witty , seductive movie .", "it 's a mess .", "dull",
              "the acting is fine but the plot goes nowhere and the ending is worse"]
 

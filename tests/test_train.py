@@ -14,11 +14,6 @@ from conftest import make_tiny_bert
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return ftlib.load_tokenizer("course-bert")
-
-
-@pytest.fixture(scope="module")
 def sst2_small():
     ds = ftlib.load_sst2()["train"]
     return ds.shuffle(seed=0).select(range(96))
