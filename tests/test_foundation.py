@@ -186,6 +186,33 @@ def test_unreachable_hub_is_one_clear_error(python_subprocess):
         HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2", HF_HOME=str(Path(os.environ.get("TMPDIR", "/tmp")) / "ftlib-empty-hf-home"))
     assert r.returncode == 0, r.stderr
     assert "COURSE ERROR" in r.stdout and "hub is unreachable" in r.stdout
+    assert "Retry" not in r.stderr
+
+
+@pytest.mark.slow
+def test_unreachable_hub_still_loads_what_the_hub_cache_holds(python_subprocess, tmp_path):
+    """A hub id downloaded earlier (in the hub's cache layout) loads when the hub cannot be reached; an id
+    that is not cached is the clear error -- and neither waits for huggingface_hub's minute of retries."""
+    import shutil
+    snap = tmp_path / "hub" / "models--someone--cached-bert" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    src = Path(ftlib.resolve_model("course-bert").source)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, snap / name)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0123abcd")
+    r = python_subprocess(
+        "import ftlib\n"
+        "tok = ftlib.load_tokenizer('someone/cached-bert')\n"
+        "print('CACHED', tok('hello world')['input_ids'])\n"
+        "try:\n    ftlib.load_tokenizer('someone/not-cached')\n"
+        "except ftlib.CourseError as e:\n    print('COURSE ERROR:', e)\n",
+        HF_HUB_OFFLINE=None, TRANSFORMERS_OFFLINE=None, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "CACHED [101, 7592, 2088, 102]" in r.stdout                  # [CLS] hello world [SEP]
+    assert "COURSE ERROR" in r.stdout and "not in the local cache" in r.stdout
+    assert "Retry" not in r.stderr          # huggingface_hub's back-off (1+2+4+8+8 s per file) never started
 
 
 # ---------------------------------------------------------------- data

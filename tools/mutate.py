@@ -189,6 +189,10 @@ MUTATIONS = [
     Mutation("N1", "ftlib/tasks.py", "lambda x, y: f1_from_counts(*x.T) - f1_from_counts(*y.T), a, b,",
              "lambda x, y: f1_from_counts(*y.T) - f1_from_counts(*x.T), a, b,",
              "the entity F1 gain subtracts the wrong way round", ("tests/test_tasks.py",)),
+    Mutation("O1", "ftlib/models.py", "            _HUB_REACHABLE[endpoint] = False\n",
+             "            _HUB_REACHABLE[endpoint] = True\n",
+             "an unreachable hub taken for a reachable one (a minute of retries before the error)",
+             ("tests/test_foundation.py", "-k", "unreachable")),
     # ------------------------------------------------------------- language modelling
     Mutation("G1", "ftlib/lm.py", "    target = labels[:, 1:].reshape(-1)\n", "    target = labels[:, :-1].reshape(-1)\n",
              "causal LM loss without the shift (predicts the current token)", LM),
