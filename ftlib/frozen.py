@@ -256,13 +256,12 @@ class TopBlocks(nn.Module):
         return SimpleNamespace(loss=loss, logits=logits, start_logits=start, end_logits=end)
 
 
-def _pad_per_token(rows, key: str, padding_value: int, what: str):
-    """``rows[i][key]`` (one value per token) padded into a batch; a row of another length
-    is one clear error, ending with ``what``."""
-    source = "hidden" if "hidden" in rows[0] else "input_ids"
+def _pad_per_token(rows, tokens: str, key: str, padding_value: int, what: str):
+    """``rows[i][key]`` (one value per token of ``rows[i][tokens]``) padded into a batch; a row of
+    another length is one clear error, ending with ``what``."""
     for r in rows:
-        if len(r[key]) != len(r[source]):
-            raise CourseError(f"A row has {len(r[source])} tokens ({source}) but {len(r[key])} {what}")
+        if len(r[key]) != len(r[tokens]):
+            raise CourseError(f"A row has {len(r[tokens])} tokens ({tokens}) but {len(r[key])} {what}")
     return pad_sequence([torch.as_tensor(r[key]) for r in rows], batch_first=True, padding_value=padding_value)
 
 
@@ -274,27 +273,27 @@ def pad_hidden(rows) -> dict:
     ``attention_mask`` 0 there, token labels with -100, shape ids and token types with 0."""
     if not rows:
         raise CourseError("An empty batch: nothing to pad.")
-    key = "hidden" if "hidden" in rows[0] else "input_ids"
-    if any(key not in r for r in rows):
+    tokens = "hidden" if "hidden" in rows[0] else "input_ids"
+    if any(tokens not in r for r in rows):
         raise CourseError("Every row needs 'hidden' (cached by bottom_hidden) or, for a model with "
                           "bottom='per_batch', 'input_ids' -- the same in every row of a batch.")
-    tokens = [torch.as_tensor(r[key]) for r in rows]
-    batch = {key: pad_sequence(tokens, batch_first=True),
-             "attention_mask": pad_sequence([torch.ones(len(t), dtype=torch.long) for t in tokens], batch_first=True)}
+    per_row = [torch.as_tensor(r[tokens]) for r in rows]
+    batch = {tokens: pad_sequence(per_row, batch_first=True),
+             "attention_mask": pad_sequence([torch.ones(len(t), dtype=torch.long) for t in per_row], batch_first=True)}
     if "labels" in rows[0]:
         first = rows[0]["labels"]
         if isinstance(first, int) or (torch.is_tensor(first) and first.ndim == 0):
             batch["labels"] = torch.tensor([int(r["labels"]) for r in rows])
         else:
-            batch["labels"] = _pad_per_token(rows, "labels", IGNORE, "token labels: align the labels to the same "
-                                                                      "tokenisation.")
+            batch["labels"] = _pad_per_token(rows, tokens, "labels", IGNORE,
+                                             "token labels: align the labels to the same tokenisation.")
     if "token_type_ids" in rows[0]:                      # question (0) / context (1), padded with 0
-        batch["token_type_ids"] = _pad_per_token(rows, "token_type_ids", 0, "token_type_ids: take both from the "
-                                                                            "same tokenisation.")
+        batch["token_type_ids"] = _pad_per_token(rows, tokens, "token_type_ids", 0,
+                                                 "token_type_ids: take both from the same tokenisation.")
     for key in ("start_positions", "end_positions"):     # extractive QA: one token index per row
         if key in rows[0]:
             batch[key] = torch.tensor([int(r[key]) for r in rows])
     if "shape_ids" in rows[0]:
-        batch["shape_ids"] = _pad_per_token(rows, "shape_ids", 0, "shape ids: compute them from the same "
-                                                                  "tokenisation (tasks.token_shapes).")
+        batch["shape_ids"] = _pad_per_token(rows, tokens, "shape_ids", 0,
+                                            "shape ids: compute them from the same tokenisation (tasks.token_shapes).")
     return batch
