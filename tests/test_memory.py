@@ -135,3 +135,86 @@ def test_the_readme_memory_table_is_the_one_the_function_computes():
     assert format_table(table()).strip() in readme
     wrong = format_table(table()).replace("| 16.00 |", "| 8.00 |", 1)      # e.g. forgetting the AdamW moments
     assert wrong.strip() not in readme
+
+
+# ------------------------------------------------ activations, ZeRO stages (lesson 18)
+def saved_and_estimate(batch, seq_len, **wrong):
+    """Measured saved-for-backward bytes of a tiny real BERT (training mode, dropout on) and the formula."""
+    from ftlib.memory import SavedTensors, activation_bytes
+
+    model = make_tiny_bert(dropout=0.1).train()
+    ids = torch.randint(6, 64, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    with SavedTensors(model) as saved:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.zeros(batch, dtype=torch.long))
+    c = model.config
+    est = activation_bytes(layers=c.num_hidden_layers, hidden=c.hidden_size, intermediate=c.intermediate_size,
+                           heads=c.num_attention_heads, batch=batch, seq_len=seq_len)
+    return saved.bytes, est
+
+
+@pytest.mark.parametrize("batch,seq_len", [(4, 16), (8, 64), (2, 128)])
+def test_activation_formula_matches_the_saved_tensors(batch, seq_len):
+    from ftlib.memory import check_estimate
+
+    measured, est = saved_and_estimate(batch, seq_len)
+    assert abs(check_estimate(est.total, measured, rtol=0.02)) < 0.02
+
+
+@pytest.mark.parametrize("wrong", ["no attention matrices", "bf16 bytes", "no feed-forward", "one hidden tensor a layer"])
+def test_a_wrong_activation_formula_is_rejected(wrong):
+    from ftlib.memory import check_estimate
+
+    measured, est = saved_and_estimate(2, 128)
+    layers, t, h = 2, 2 * 128, 32
+    bad = {"no attention matrices": est.total - est.attention,          # attention as if it cost nothing
+           "bf16 bytes": est.total / 2,                                   # 2 bytes a value in a float32 run
+           "no feed-forward": est.total - est.feed_forward,               # the GELU tensors forgotten
+           "one hidden tensor a layer": est.total - 9 * layers * t * h * 4}[wrong]
+    with pytest.raises(CourseError, match="does not match"):
+        check_estimate(bad, measured, rtol=0.02)
+
+
+def test_saved_tensors_leaves_out_the_parameters_and_counts_a_storage_once():
+    from ftlib.memory import SavedTensors
+
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(5, 8)
+    with SavedTensors(layer) as saved:
+        y = layer(x)                                    # saves x and the weight (a parameter)
+        z = (y * y).sum()                               # saves y, twice (both factors): one storage
+    assert (saved.count, saved.bytes) == (2, 2 * 5 * 8 * 4)
+    with SavedTensors() as everything:
+        layer(x.requires_grad_())                       # the input needs a gradient: the weight is saved too
+    assert everything.bytes == 5 * 8 * 4 + 8 * 8 * 4    # without a model, the weight counts
+    z.backward()
+    with pytest.raises(CourseError, match="torch.nn.Module"):
+        SavedTensors("model")
+
+
+def test_zero_stages_split_the_state_one_part_after_another():
+    from ftlib.memory import zero_bytes
+
+    whole = training_bytes(7e9, "bf16-mixed")
+    assert zero_bytes(7e9, world=8, stage=0) == whole
+    one = zero_bytes(7e9, world=8, stage=1)
+    assert (one.weights, one.gradients) == (whole.weights, whole.gradients)
+    assert (one.optimizer, one.master) == (whole.optimizer / 8, whole.master / 8)
+    two = zero_bytes(7e9, world=8, stage=2)
+    assert two.gradients == whole.gradients / 8 and two.weights == whole.weights
+    assert zero_bytes(7e9, world=8, stage=3) == training_bytes(7e9, "bf16-mixed", shards=8)
+    assert one.total / 1e9 == pytest.approx(14 + 14 + (56 + 28) / 8)           # 38.5 GB per GPU
+    assert one != Breakdown(whole.weights, whole.gradients / 8, whole.optimizer / 8, whole.master / 8)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: __import__("ftlib.memory").memory.zero_bytes(7e9, world=8, stage=4), "stage of 0, 1, 2 or 3"),
+    (lambda: __import__("ftlib.memory").memory.zero_bytes(7e9, world=0, stage=1), "world >= 1"),
+    (lambda: __import__("ftlib.memory").memory.activation_bytes(layers=6, hidden=384, intermediate=1536, heads=12,
+                                                                batch=8, seq_len=0), "seq_len=0"),
+    (lambda: __import__("ftlib.memory").memory.activation_bytes(layers=6, hidden=384.0, intermediate=1536,
+                                                                heads=12, batch=8, seq_len=8), "hidden=384.0"),
+    (lambda: __import__("ftlib.memory").memory.check_estimate(1, 0, 0.1), "measured > 0"),
+])
+def test_bad_input_to_the_new_functions_is_one_clear_error(call, message):
+    with pytest.raises(CourseError, match=message):
+        call()
