@@ -34,9 +34,9 @@ module             what it keeps                               notebook
 ``ftlib.deploy``   save/load, compress, export, serve, drift   13
 ``ftlib.tasks``    NER, extractive QA, decoder translation     14
 ``ftlib.exercises``  the checks of every lesson's exercises    all
-``ftlib.memory``   bytes per parameter by recipe, GPU table    (scaling out)
-``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  (scaling out)
-``ftlib.recipes``  ``python -m ftlib train``: a run from flags  (scaling out)
+``ftlib.memory``   bytes/param, activations, ZeRO, GPU table  18
+``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  18
+``ftlib.recipes``  ``python -m ftlib train``: a run from flags  18
 =================  ==========================================  ========
 """
 
