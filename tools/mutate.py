@@ -55,6 +55,7 @@ SQUAD = ("tests/test_squad.py",)
 LM = ("tests/test_lm.py",)
 BENCH = ("tests/test_bench.py",)
 DIST = ("tests/test_distributed.py",)
+MEM = ("tests/test_memory.py",)
 
 MUTATIONS = [
     # ------------------------------------------------------------------ losses (lesson 01)
@@ -215,6 +216,14 @@ MUTATIONS = [
              "pass", "example and token counts of rank 0 only", DIST),
     Mutation("D3", "ftlib/train.py", "            dp.check_same(\"first batches of the epoch\", _checksum(batch))\n",
              "            pass\n", "no check that every process builds the same global batches", DIST),
+    # ------------------------------------------------------ the memory arithmetic (lesson 18)
+    Mutation("Y1", "ftlib/memory.py", "attention=3 * layers * batch * heads * seq_len * seq_len * b",
+             "attention=layers * batch * heads * seq_len * seq_len * b",
+             "one L x L matrix a layer saved, not three (probabilities, dropout mask, dropped)", MEM),
+    Mutation("Y2", "ftlib/memory.py", "if key not in self._params and key not in self._seen:",
+             "if key not in self._seen:", "the parameters counted as activations", MEM),
+    Mutation("Y3", "ftlib/memory.py", '"gradients": stage >= 2', '"gradients": stage >= 1',
+             "ZeRO stage 1 splits the gradients too", MEM),
 ]
 
 IGNORE_DIRS = {".git", ".venv", "notebooks", "results", "book", "data", "__pycache__", ".pytest_cache",
