@@ -19,7 +19,9 @@ policy may move from the reference for a given margin.
 * :func:`pair_batches` -- batches of ``[chosen rows; rejected rows]`` (examples from
   :func:`ftlib.chat.build_example`) with the reference's log-probabilities stored alongside;
 * :func:`dpo_task` -- a task for :func:`ftlib.train.fit` / :func:`ftlib.train.evaluate`
-  (items = pairs, correct = pairs whose chosen reward beats the rejected one).
+  (items = pairs, correct = pairs whose chosen reward beats the rejected one);
+* :func:`preference_gain` -- held-out preference accuracy of two models on the same pairs and
+  the paired bootstrap interval of the difference (did DPO rank more pairs right than its start?).
 
 Checked against TRL's ``DPOTrainer`` loss on the same batch in the notebook and the tests.
 """
@@ -32,7 +34,7 @@ from ftlib.chat import pad_examples
 from ftlib.errors import CourseError
 from ftlib.lm import labelled_logits
 
-__all__ = ["sequence_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs"]
+__all__ = ["sequence_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs", "preference_gain"]
 
 _NOT_MODEL = ("labels", "ref_logps")
 
@@ -114,3 +116,24 @@ def dpo_task(beta: float = 0.1):
         return loss, torch.tensor(pc.shape[0], device=loss.device), (chosen_reward > rejected_reward).sum()
     dpo.__name__ = f"dpo_beta{beta:g}"
     return dpo
+
+
+def preference_gain(after, before, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Held-out preference accuracy of two models on the same pairs, and the paired difference.
+
+    ``after`` / ``before``: ``(2, pairs)`` summed response log-probabilities, row 0 the chosen
+    answers, row 1 the rejected ones (e.g. the DPO policy and the SFT model it started from). A
+    pair is ranked right when ``log pi(chosen) > log pi(rejected)``: a question any model can be
+    asked, unlike the implicit reward, which is 0 for the reference by definition. Returns
+    ``accuracy_before``, ``accuracy_after``, ``right_before`` / ``right_after`` (one bool per
+    pair) and ``gain``: the paired bootstrap interval (:func:`ftlib.metrics.paired_bootstrap_diff`)
+    of after minus before. ``gain.low > 0`` is the verdict "ranks more pairs right, beyond noise"."""
+    from ftlib.metrics import paired_bootstrap_diff
+    a, b = torch.as_tensor(after), torch.as_tensor(before)
+    if a.ndim != 2 or a.shape[0] != 2 or a.shape != b.shape or a.shape[1] == 0:
+        raise CourseError(f"after and before must both be (2, pairs) log-probabilities (row 0 chosen, row 1 "
+                          f"rejected) of the same pairs, got shapes {tuple(a.shape)} and {tuple(b.shape)}.")
+    right_after, right_before = (a[0] > a[1]).cpu().numpy(), (b[0] > b[1]).cpu().numpy()
+    return {"accuracy_before": float(right_before.mean()), "accuracy_after": float(right_after.mean()),
+            "right_before": right_before, "right_after": right_after,
+            "gain": paired_bootstrap_diff(right_after, right_before, n_boot=n_boot, seed=seed)}

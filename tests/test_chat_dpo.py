@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import ftlib
 from ftlib import CourseError
 from ftlib.chat import build_example, pad_examples, record_messages, render, response_loss
-from ftlib.dpo import dpo_loss, dpo_task, pair_batches, pair_logprobs, sequence_logprobs
+from ftlib.dpo import dpo_loss, dpo_task, pair_batches, pair_logprobs, preference_gain, sequence_logprobs
 from ftlib.train import fit, lm_loss
 
 from conftest import make_tiny_llama
@@ -194,6 +194,40 @@ def test_dpo_through_the_engine_raises_the_margin_on_its_pairs(tok):
     assert after["loss"] < 0.6 and after["accuracy"] == 1.0
     lp = pair_logprobs(model, pair_batches(ch, rj, tok.pad_token_id, 4))
     assert ((lp[0] - ref[0]) - (lp[1] - ref[1]) > 0).all()
+
+
+def test_preference_gain_rejects_a_policy_that_ranks_no_more_pairs_right():
+    """Lesson 12's verdict: held-out preference accuracy after DPO beats the SFT model's beyond the
+    paired interval. 110 pairs as in the lesson: the SFT model ranks 61 right, by several nats."""
+    g = torch.Generator().manual_seed(0)
+    chosen = -40 + 10 * torch.randn(110, generator=g)
+    gap = torch.where(torch.arange(110) < 61, 5.0, -5.0) + torch.rand(110, generator=g)
+    before = torch.stack([chosen, chosen - gap])
+    verdict = lambda after: preference_gain(after, before)["gain"].low > 0
+    # a policy that did nothing, or lowered both answers by the same amount, ranks the same pairs right
+    assert not verdict(before) and not verdict(before - 7.0)
+    # a larger margin than the reference's on every pair (reward accuracy 1.0) that flips no pair
+    nudged = before + torch.stack([torch.full((110,), 1.0), torch.zeros(110)])
+    assert ((nudged[0] - before[0]) - (nudged[1] - before[1]) > 0).all() and not verdict(nudged)
+    # a policy that ranks every pair the other way
+    swapped = before.flip(0)
+    r = preference_gain(swapped, before)
+    assert math.isclose(r["accuracy_after"], 1 - r["accuracy_before"]) and r["gain"].estimate < 0
+    assert not verdict(swapped)
+    # two pairs flipped: within the noise of 110 pairs
+    two = before.clone()
+    two[1, 61:63] = two[0, 61:63] - 1.0
+    assert not verdict(two)
+    # fifteen wrong pairs ranked right: beyond it
+    fifteen = before.clone()
+    fifteen[1, 61:76] = fifteen[0, 61:76] - 1.0
+    r = preference_gain(fifteen, before)
+    assert verdict(fifteen) and r["accuracy_before"] == 61 / 110 and r["accuracy_after"] == 76 / 110
+    assert r["right_after"].sum() == 76 and r["right_before"].sum() == 61
+    with pytest.raises(CourseError, match=r"\(2, pairs\)"):
+        preference_gain(before[:, :50], before)
+    with pytest.raises(CourseError, match=r"\(2, pairs\)"):
+        preference_gain(before.T, before.T)
 
 
 # ------------------------------------------------------------------------------ against TRL
