@@ -27,7 +27,7 @@ import torch
 from ftlib.batches import IGNORE
 from ftlib.errors import CourseError
 
-__all__ = ["record_messages", "build_example", "pad_examples", "response_loss", "render"]
+__all__ = ["record_messages", "build_example", "pad_examples", "pack_examples", "response_loss", "render"]
 
 
 def record_messages(record: dict) -> list[dict]:
@@ -89,6 +89,52 @@ def pad_examples(examples, pad_id: int) -> dict:
         labels[i, :n] = torch.tensor(e["labels"])
         mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def pack_examples(examples, pad_id: int, max_tokens: int | None = None) -> dict:
+    """Pack examples from :func:`build_example` end to end into rows (no padding between them):
+    ``input_ids``, ``labels`` and ``position_ids`` of shape (rows, width), **no** attention mask.
+
+    Each example's ``position_ids`` restart at 0. A transformers decoder given ``position_ids`` and
+    no attention mask reads every restart as the start of a new sequence and lets each token attend
+    only to earlier tokens *of its own example* (a block-diagonal causal mask, built from the
+    positions; ``DataCollatorWithFlattening``'s padding-free format), so the loss equals the padded
+    batch's. Without the restarts every answer would also attend to the examples before it -- and
+    so it does if the model builds a KV cache (``use_cache``, on by default): transformers then skips
+    the mask from the positions. The course's losses run the body with ``use_cache=False``.
+    ``max_tokens=None``: one row holding everything; otherwise examples go, in order, into rows of at
+    most ``max_tokens`` tokens, and the end of a short row is padding (label -100, its own positions)."""
+    examples = list(examples)
+    if not examples:
+        raise CourseError("pack_examples got no examples.")
+    for i, e in enumerate(examples):
+        if len(e["labels"]) != len(e["input_ids"]):
+            raise CourseError(f"Example {i}: {len(e['input_ids'])} input ids but {len(e['labels'])} labels.")
+        if max_tokens is not None and len(e["input_ids"]) > max_tokens:
+            raise CourseError(f"Example {i} has {len(e['input_ids'])} tokens, more than max_tokens={max_tokens}: "
+                              "raise max_tokens or truncate the examples (build_example(..., max_length=)).")
+    rows, row = [], []
+    for e in examples:
+        if row and max_tokens is not None and sum(len(x["input_ids"]) for x in row) + len(e["input_ids"]) > max_tokens:
+            rows.append(row)
+            row = []
+        row.append(e)
+    rows.append(row)
+    width = max(sum(len(x["input_ids"]) for x in r) for r in rows) if max_tokens is None else max_tokens
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        start = 0
+        for e in r:
+            n = len(e["input_ids"])
+            ids[i, start:start + n] = torch.tensor(e["input_ids"])
+            labels[i, start:start + n] = torch.tensor(e["labels"])
+            labels[i, start] = IGNORE          # never predict an example's first token from the one before
+            positions[i, start:start + n] = torch.arange(n)
+            start += n
+        positions[i, start:] = torch.arange(width - start)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
 def response_loss(model, batch: dict):

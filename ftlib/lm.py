@@ -122,7 +122,9 @@ def labelled_logits(model, inputs: dict, labels):
         raise CourseError(f"Scoring only the labelled tokens needs a model with get_decoder() and "
                           f"get_output_embeddings() (a transformers ...ForCausalLM); {type(model).__name__} "
                           "has not both.")
-    hidden, target = body(**inputs).last_hidden_state[:, :-1], labels[:, 1:]
+    # no KV cache while scoring: it is never read here, and with one transformers skips the
+    # block-diagonal mask that packed rows (ftlib.chat.pack_examples) take from their position_ids
+    hidden, target = body(**{"use_cache": False, **inputs}).last_hidden_state[:, :-1], labels[:, 1:]
     keep = target != IGNORE
     return head(hidden[keep]).float(), target[keep], keep.nonzero()[:, 0]
 

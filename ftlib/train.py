@@ -101,7 +101,7 @@ def lm_loss(model, batch: dict, chunk_tokens: int | None = 4096, labelled_only: 
         logits, target, _ = labelled_logits(model, inputs, labels)
         total = F.cross_entropy(logits, target, reduction="sum")
     elif chunk_tokens and body is not None:
-        total = chunked_lm_loss(body(**inputs).last_hidden_state, head, labels, chunk_tokens)
+        total = chunked_lm_loss(body(**{"use_cache": False, **inputs}).last_hidden_state, head, labels, chunk_tokens)
     else:
         total = causal_lm_loss(model(**inputs).logits, labels, reduction="sum")
     n = (labels[:, 1:] != IGNORE).sum()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import ftlib
 from ftlib import CourseError
-from ftlib.chat import build_example, pad_examples, record_messages, render, response_loss
+from ftlib.chat import build_example, pack_examples, pad_examples, record_messages, render, response_loss
 from ftlib.dpo import dpo_loss, dpo_task, pair_batches, pair_logprobs, preference_gain, sequence_logprobs
 from ftlib.train import fit, lm_loss
 
@@ -100,6 +100,47 @@ def test_padding_is_found_by_position_so_the_end_of_turn_target_survives(tok):
 
 
 # ------------------------------------------------------------------------------ the loss
+def test_packed_examples_give_the_padded_loss_and_naive_packing_does_not(tok):
+    ex = examples(tok)
+    model = tiny(tok)
+    padded = pad_examples(ex, tok.pad_token_id)
+    packed = pack_examples(ex, tok.pad_token_id)
+    n_tokens = sum(len(e["input_ids"]) for e in ex)
+    assert packed["input_ids"].shape == (1, n_tokens) and "attention_mask" not in packed
+    assert (packed["labels"] != -100).sum() == (padded["labels"] != -100).sum()     # no target lost or added
+    # transformers' padding-free collator builds the same row
+    from transformers import DataCollatorWithFlattening
+    hf = DataCollatorWithFlattening(return_position_ids=True)(ex)
+    for key in ("input_ids", "labels", "position_ids"):
+        assert torch.equal(hf[key], packed[key]), key
+    rows = pack_examples(ex, tok.pad_token_id, max_tokens=max(len(e["input_ids"]) for e in ex) + 5)
+    assert rows["input_ids"].shape[0] > 1 and (rows["labels"] != -100).sum() == (padded["labels"] != -100).sum()
+    with torch.no_grad():
+        want = float(response_loss(model, padded)[0])
+        assert abs(float(response_loss(model, packed)[0]) - want) < 1e-5
+        assert abs(float(response_loss(model, rows)[0]) - want) < 1e-5
+        # the wrong way: one long causal row, each answer attending to the examples before it
+        naive = {k: packed[k] for k in ("input_ids", "labels")}
+        assert abs(float(response_loss(model, naive)[0]) - want) > 1e-4     # 20x the tolerance above
+        # per token it is plain: the second example's logits change once it sees the first
+        logits = lambda **kw: model(input_ids=packed["input_ids"], use_cache=False, **kw).logits[0]
+        right, wrong = logits(position_ids=packed["position_ids"]), logits()
+        first = len(ex[0]["input_ids"])
+        assert (right[:first] - wrong[:first]).abs().max() < 1e-5 and (right[first:] - wrong[first:]).abs().max() > 1e-2
+        # and what a KV cache does to the packed row: transformers then ignores the restarts
+        cached = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=True).logits[0]
+        assert (cached - right).abs().max() > 1e-2
+    # trains through the engine in the packed form too
+    model.train()
+    loss = response_loss(model, packed)[0]
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(CourseError, match="max_tokens"):
+        pack_examples(ex, tok.pad_token_id, max_tokens=5)
+    with pytest.raises(CourseError, match="no examples"):
+        pack_examples([], tok.pad_token_id)
+
+
 def test_response_loss_is_the_mean_over_response_tokens(tok):
     model = tiny(tok)
     batch = pad_examples(examples(tok), tok.pad_token_id)
