@@ -2,8 +2,8 @@
 (notebook 16) and translation with a decoder (notebook 17).
 
 Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``), notebook 16 QA on SQuAD v1.1
-(``ftlib.load_squad``). :func:`make_ner_data` and :func:`make_qa_data` write small *synthetic*
-sets from templates (test names never occur in training), kept for tests and quick experiments.
+(``ftlib.load_squad``). :data:`NER_TAGS` is a small tag set (people, places, organisations) for
+examples and exercises.
 
 * NER: :func:`align_labels` (word labels -> sub-token labels, -100 for the rest),
   :func:`bio_spans`, :func:`entity_f1` (entity-level, per type, as seqeval computes it),
@@ -28,7 +28,6 @@ uses the loss the model computes itself from ``labels`` (or ``start_positions``/
 """
 from __future__ import annotations
 
-import random
 import re
 import string
 from collections import Counter
@@ -38,62 +37,13 @@ import numpy as np
 from ftlib.errors import CourseError
 from ftlib.metrics import bootstrap_ci
 
-__all__ = ["NER_TAGS", "make_ner_data", "align_labels", "bio_spans", "entity_f1", "entity_counts",
+__all__ = ["NER_TAGS", "align_labels", "bio_spans", "entity_f1", "entity_counts",
            "f1_from_counts", "entity_type_confusion", "SHAPES", "word_shape", "token_shapes", "group_entities",
-           "make_qa_data", "qa_features", "best_span", "squad_em_f1", "squad_scores", "qa_windows", "qa_nbest",
+           "qa_features", "best_span", "squad_em_f1", "squad_scores", "qa_windows", "qa_nbest",
            "qa_answers", "sentence_spans", "first_sentence", "QA_ERROR_KINDS", "qa_error_kind",
            "prompt_target_example"]
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
-
-# two disjoint pools of names each: training sentences use the first, test sentences the second
-_PEOPLE = (["Alice Martin", "Bob", "Chen Wei", "Maria Lopez", "John Smith", "Fatima", "Liu Yang", "Peter Brown",
-            "Sara Ito", "Omar", "Anna Kowalski", "David Lee", "Nina", "Carlos Diaz", "Emma Wilson", "Raj Patel"],
-           ["Hannah Scott", "Kenji", "Olga Petrova", "Mark Twain", "Zhang Min", "Lucy", "Ahmed Khan", "Ines Garcia"])
-_PLACES = (["Paris", "New York", "Beijing", "Berlin", "Cairo", "Lima", "Tokyo", "Madrid", "Nairobi", "Toronto",
-            "San Francisco", "Mumbai"],
-           ["Oslo", "Buenos Aires", "Shanghai", "Dublin", "Hanoi", "Cape Town"])
-_ORGS = (["Google", "United Nations", "Acme Corp", "Tsinghua University", "Red Cross", "Siemens",
-          "World Bank", "Oxford University", "Tencent", "NASA"],
-         ["Microsoft", "Louvre Museum", "Fudan University", "Unicef", "Nokia"])
-_NER_TEMPLATES = [
-    "{PER} works for {ORG} in {LOC} .", "{PER} moved to {LOC} last year .", "Yesterday {PER} met {PER} in {LOC} .",
-    "{ORG} opened an office in {LOC} .", "{PER} joined {ORG} after leaving {ORG} .", "The mayor of {LOC} thanked {PER} .",
-    "According to {ORG} , prices in {LOC} rose again .", "{PER} said the deal with {ORG} is off .",
-    "We flew from {LOC} to {LOC} with {PER} .", "Researchers at {ORG} praised {PER} .",
-    "{PER} lives near {LOC} and teaches at {ORG} .", "Nobody at {ORG} expected {PER} to win .",
-]
-
-
-def _pools(split):
-    if split not in ("train", "test"):
-        raise CourseError(f"split must be 'train' or 'test', not {split!r}.")
-    k = 0 if split == "train" else 1
-    return {"PER": _PEOPLE[k], "LOC": _PLACES[k], "ORG": _ORGS[k]}
-
-
-def make_ner_data(n: int, split: str = "train", seed: int = 0) -> dict:
-    """``{"tokens": [[word, ...]], "tags": [[tag id, ...]]}`` for ``n`` synthetic sentences (BIO tags)."""
-    if n < 1:
-        raise CourseError("make_ner_data needs n >= 1.")
-    rng, pools = random.Random(seed), _pools(split)
-    tokens, tags = [], []
-    for _ in range(n):
-        words, labels = [], []
-        for piece in rng.choice(_NER_TEMPLATES).split():
-            m = re.fullmatch(r"\{(PER|LOC|ORG)\}", piece)
-            if not m:
-                words.append(piece)
-                labels.append("O")
-                continue
-            kind = m.group(1)
-            for i, w in enumerate(rng.choice(pools[kind]).split()):
-                words.append(w)
-                labels.append(("B-" if i == 0 else "I-") + kind)
-        tokens.append(words)
-        tags.append([NER_TAGS.index(t) for t in labels])
-    return {"tokens": tokens, "tags": tags}
-
 
 def align_labels(word_ids, word_labels, label_all_subtokens: bool = False, names=None) -> list[int]:
     """Sub-token labels from word labels: the first piece of a word gets the word's label,
@@ -131,8 +81,8 @@ def _tag_names(tags, names=None) -> list[str]:
             out.append(t)
         elif names is None:
             raise CourseError(f"Tag id {t} needs the tag names to mean anything: pass names= (the data set's "
-                              "label names, e.g. ds.features['ner_tags'].feature.names, or tasks.NER_TAGS for "
-                              "make_ner_data), or pass the tags as strings ('B-PER').")
+                              "label names, e.g. ds.features['ner_tags'].feature.names, or tasks.NER_TAGS), "
+                              "or pass the tags as strings ('B-PER').")
         elif 0 <= int(t) < len(names):
             out.append(names[int(t)])
         else:
@@ -291,49 +241,6 @@ def group_entities(words, tags, names=None) -> list[tuple[str, str]]:
     if len(words) != len(tags):
         raise CourseError(f"{len(words)} words but {len(tags)} tags: give one tag per word.")
     return [(typ, " ".join(words[a:b])) for typ, a, b in sorted(bio_spans(tags, names), key=lambda s: s[1])]
-
-
-_QA_FACTS = [
-    ("{PER} works for {ORG} in {LOC}.", [("Who works for {ORG}?", "PER"), ("Where does {PER} work?", "LOC"),
-                                          ("Which organisation does {PER} work for?", "ORG")]),
-    ("{PER} was born in {LOC} in {YEAR}.", [("Where was {PER} born?", "LOC"), ("When was {PER} born?", "YEAR"),
-                                            ("Who was born in {LOC}?", "PER")]),
-    ("In {YEAR}, {ORG} hired {PER} as a {JOB}.", [("What was {PER} hired as?", "JOB"),
-                                                  ("Who did {ORG} hire?", "PER"), ("When was {PER} hired?", "YEAR")]),
-    ("{PER}, a {JOB} from {LOC}, founded {ORG}.", [("Who founded {ORG}?", "PER"), ("What is {PER}'s job?", "JOB"),
-                                                  ("Where is {PER} from?", "LOC")]),
-]
-_JOBS = (["teacher", "nurse", "pilot", "lawyer", "chemist", "farmer", "designer", "librarian"],
-         ["baker", "architect", "journalist", "plumber"])
-_FILLER = ["The weather was mild that week.", "Few people noticed at the time.", "It was a busy period.",
-           "Later the story appeared in a local paper.", "Many details are still unknown."]
-
-
-def make_qa_data(n: int, split: str = "train", seed: int = 0) -> dict:
-    """``{"question", "context", "answer", "answer_start"}`` lists for ``n`` synthetic extractive-QA items.
-
-    Each context is one fact between filler sentences; the answer is a span of the context."""
-    if n < 1:
-        raise CourseError("make_qa_data needs n >= 1.")
-    rng, pools = random.Random(seed), dict(_pools(split))
-    pools["JOB"] = _JOBS[0 if split == "train" else 1]
-    out = {"question": [], "context": [], "answer": [], "answer_start": []}
-    for _ in range(n):
-        fact, questions = rng.choice(_QA_FACTS)
-        values = {k: rng.choice(v) for k, v in pools.items()}
-        values["YEAR"] = str(rng.randint(1950, 2020) if split == "train" else rng.randint(1900, 1949))
-        sentence = fact.format(**values)
-        sentence = sentence[0].upper() + sentence[1:]
-        before, after = rng.sample(_FILLER, 2)
-        context = " ".join(s for s in (before if rng.random() < 0.5 else "", sentence, after) if s)
-        question, slot = rng.choice(questions)
-        answer = values[slot]
-        start = context.index(sentence) + sentence.index(answer) if answer in sentence else context.index(answer)
-        out["question"].append(question.format(**values))
-        out["context"].append(context)
-        out["answer"].append(answer)
-        out["answer_start"].append(start)
-    return out
 
 
 def _answer_tokens(offsets, a0: int, a1: int) -> list[int]:

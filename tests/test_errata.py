@@ -18,7 +18,8 @@ LESSONS = {"00_start_here", "01_cross_entropy", "02_attention", "03_transformers
            "05_training_loop", "06_strategies", "07_overfitting", "08_rules_and_hybrid", "09_evaluation",
            "10_bert_on_gpu", "11_gpt_on_gpu", "12_instruction_tuning", "13_deployment", "14_named_entities", "15_sentence_pairs", "16_question_answering", "17_translation",
            "18_scaling_out"}
-KINDS = {"maths", "code", "API", "reference", "claim", "other"}
+KINDS = {"maths", "code", "API", "reference", "claim", "other"}     # kinds of error
+UPDATE = "update"          # true when the seed was written, outdated now: listed, not counted as an error
 HEAD = re.compile(r"^### (E\d{3}) · (\w+)\s*$", re.M)
 
 
@@ -98,7 +99,7 @@ def test_every_entry_is_complete():
         for num, name in links:
             if name not in LESSONS or not name.startswith(num):
                 problems.append(f"{eid}: bad lesson link {num} -> {name}")
-        if e["kind"] not in KINDS:
+        if e["kind"] not in KINDS | {UPDATE}:
             problems.append(f"{eid}: unknown kind {e['kind']}")
     assert not problems, "\n".join(problems)
 
@@ -154,3 +155,54 @@ def test_lines_and_quotes_are_in_the_seeds():
         if hits and not hits & near:
             problems.append(f"{eid}: quote found on lines {sorted(hits)}, not at the cited {m.group(2).strip()}")
     assert not problems, "\n".join(problems)
+
+
+
+def _count_problems(listed, texts, printed, readme_row):
+    """What is wrong with the error count: updates (kind 'update') must say so in their text and be left out of
+    the count that the summary cell prints and the README's errata row states."""
+    updates = [eid for eid, _, kind, _ in listed if kind == UPDATE]
+    n_errors = len(listed) - len(updates)
+    problems = [f"{eid}: an update must say it is one" for eid in updates
+                if not re.search(r"an update, not a correction", texts[eid])]
+    expected = f"entries in all: {len(listed)}: {n_errors} errors, and {len(updates)} update"
+    if expected not in printed:
+        problems.append(f"the summary cell does not print {expected!r}")
+    if f"{n_errors} errors" not in readme_row or f"E001–E{len(listed):03d}" not in readme_row:
+        problems.append(f"README's errata row does not state E001–E{len(listed):03d} and {n_errors} errors")
+    problems += [f"README's errata row does not name the update {eid}" for eid in updates if eid not in readme_row]
+    return problems
+
+
+def _readme_errata_row():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return next(line for line in readme.splitlines() if "19_seed_errata.ipynb) |" in line)
+
+
+def _summary_output():
+    summary = next(c for c in _cells() if c["cell_type"] == "code" and "ENTRIES = [" in _src(c))
+    return "".join("".join(o.get("text", "")) for o in summary.get("outputs", []))
+
+
+def test_updates_are_not_counted_as_errors():
+    """A correction of a statement that was true when written is listed, not counted as a seed error."""
+    listed = _entries_list()
+    texts = {eid: e["text"] for eid, e in _entries().items()}
+    assert any(kind == UPDATE for _, _, kind, _ in listed)
+    assert _count_problems(listed, texts, _summary_output(), _readme_errata_row()) == []
+
+
+def test_the_count_rule_rejects_an_update_counted_as_an_error():
+    """The wrong answers the rule above rejects: the update counted among the errors (in the README or the
+    printed count), or an entry marked 'update' whose text does not say it is one."""
+    listed = _entries_list()
+    texts = {eid: e["text"] for eid, e in _entries().items()}
+    n, n_errors = len(listed), sum(kind != UPDATE for _, _, kind, _ in listed)
+    row, printed = _readme_errata_row(), _summary_output()
+    wrong_row = row.replace(f"{n_errors} errors", f"{n} errors")
+    assert wrong_row != row and _count_problems(listed, texts, printed, wrong_row)
+    wrong_print = printed.replace(f"{n_errors} errors", f"{n} errors")
+    assert wrong_print != printed and _count_problems(listed, texts, wrong_print, row)
+    update = next(eid for eid, _, kind, _ in listed if kind == UPDATE)
+    texts[update] = texts[update].replace("an update, not a correction", "a correction")
+    assert _count_problems(listed, texts, printed, row)

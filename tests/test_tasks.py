@@ -1,5 +1,7 @@
 """ftlib.tasks: NER label alignment and entity F1, QA spans and scores, decoder examples."""
 import os
+import random
+import re
 import pytest
 import torch
 
@@ -8,18 +10,112 @@ from ftlib import CourseError, tasks
 from ftlib.train import fit
 
 
+# Synthetic NER and QA data from templates (test names never occur in training): small, fast fixtures
+# for the alignment, span-mapping and engine tests below. The lessons use WNUT-17 and SQuAD.
+# two disjoint pools of names each: training sentences use the first, test sentences the second
+_PEOPLE = (["Alice Martin", "Bob", "Chen Wei", "Maria Lopez", "John Smith", "Fatima", "Liu Yang", "Peter Brown",
+            "Sara Ito", "Omar", "Anna Kowalski", "David Lee", "Nina", "Carlos Diaz", "Emma Wilson", "Raj Patel"],
+           ["Hannah Scott", "Kenji", "Olga Petrova", "Mark Twain", "Zhang Min", "Lucy", "Ahmed Khan", "Ines Garcia"])
+_PLACES = (["Paris", "New York", "Beijing", "Berlin", "Cairo", "Lima", "Tokyo", "Madrid", "Nairobi", "Toronto",
+            "San Francisco", "Mumbai"],
+           ["Oslo", "Buenos Aires", "Shanghai", "Dublin", "Hanoi", "Cape Town"])
+_ORGS = (["Google", "United Nations", "Acme Corp", "Tsinghua University", "Red Cross", "Siemens",
+          "World Bank", "Oxford University", "Tencent", "NASA"],
+         ["Microsoft", "Louvre Museum", "Fudan University", "Unicef", "Nokia"])
+_NER_TEMPLATES = [
+    "{PER} works for {ORG} in {LOC} .", "{PER} moved to {LOC} last year .", "Yesterday {PER} met {PER} in {LOC} .",
+    "{ORG} opened an office in {LOC} .", "{PER} joined {ORG} after leaving {ORG} .", "The mayor of {LOC} thanked {PER} .",
+    "According to {ORG} , prices in {LOC} rose again .", "{PER} said the deal with {ORG} is off .",
+    "We flew from {LOC} to {LOC} with {PER} .", "Researchers at {ORG} praised {PER} .",
+    "{PER} lives near {LOC} and teaches at {ORG} .", "Nobody at {ORG} expected {PER} to win .",
+]
+
+
+def _pools(split):
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
+    k = 0 if split == "train" else 1
+    return {"PER": _PEOPLE[k], "LOC": _PLACES[k], "ORG": _ORGS[k]}
+
+
+def make_ner_data(n: int, split: str = "train", seed: int = 0) -> dict:
+    """``{"tokens": [[word, ...]], "tags": [[tag id, ...]]}`` for ``n`` synthetic sentences (BIO tags)."""
+    if n < 1:
+        raise ValueError("make_ner_data needs n >= 1.")
+    rng, pools = random.Random(seed), _pools(split)
+    tokens, tags = [], []
+    for _ in range(n):
+        words, labels = [], []
+        for piece in rng.choice(_NER_TEMPLATES).split():
+            m = re.fullmatch(r"\{(PER|LOC|ORG)\}", piece)
+            if not m:
+                words.append(piece)
+                labels.append("O")
+                continue
+            kind = m.group(1)
+            for i, w in enumerate(rng.choice(pools[kind]).split()):
+                words.append(w)
+                labels.append(("B-" if i == 0 else "I-") + kind)
+        tokens.append(words)
+        tags.append([tasks.NER_TAGS.index(t) for t in labels])
+    return {"tokens": tokens, "tags": tags}
+
+
+_QA_FACTS = [
+    ("{PER} works for {ORG} in {LOC}.", [("Who works for {ORG}?", "PER"), ("Where does {PER} work?", "LOC"),
+                                          ("Which organisation does {PER} work for?", "ORG")]),
+    ("{PER} was born in {LOC} in {YEAR}.", [("Where was {PER} born?", "LOC"), ("When was {PER} born?", "YEAR"),
+                                            ("Who was born in {LOC}?", "PER")]),
+    ("In {YEAR}, {ORG} hired {PER} as a {JOB}.", [("What was {PER} hired as?", "JOB"),
+                                                  ("Who did {ORG} hire?", "PER"), ("When was {PER} hired?", "YEAR")]),
+    ("{PER}, a {JOB} from {LOC}, founded {ORG}.", [("Who founded {ORG}?", "PER"), ("What is {PER}'s job?", "JOB"),
+                                                  ("Where is {PER} from?", "LOC")]),
+]
+_JOBS = (["teacher", "nurse", "pilot", "lawyer", "chemist", "farmer", "designer", "librarian"],
+         ["baker", "architect", "journalist", "plumber"])
+_FILLER = ["The weather was mild that week.", "Few people noticed at the time.", "It was a busy period.",
+           "Later the story appeared in a local paper.", "Many details are still unknown."]
+
+
+def make_qa_data(n: int, split: str = "train", seed: int = 0) -> dict:
+    """``{"question", "context", "answer", "answer_start"}`` lists for ``n`` synthetic extractive-QA items.
+
+    Each context is one fact between filler sentences; the answer is a span of the context."""
+    if n < 1:
+        raise ValueError("make_qa_data needs n >= 1.")
+    rng, pools = random.Random(seed), dict(_pools(split))
+    pools["JOB"] = _JOBS[0 if split == "train" else 1]
+    out = {"question": [], "context": [], "answer": [], "answer_start": []}
+    for _ in range(n):
+        fact, questions = rng.choice(_QA_FACTS)
+        values = {k: rng.choice(v) for k, v in pools.items()}
+        values["YEAR"] = str(rng.randint(1950, 2020) if split == "train" else rng.randint(1900, 1949))
+        sentence = fact.format(**values)
+        sentence = sentence[0].upper() + sentence[1:]
+        before, after = rng.sample(_FILLER, 2)
+        context = " ".join(s for s in (before if rng.random() < 0.5 else "", sentence, after) if s)
+        question, slot = rng.choice(questions)
+        answer = values[slot]
+        start = context.index(sentence) + sentence.index(answer) if answer in sentence else context.index(answer)
+        out["question"].append(question.format(**values))
+        out["context"].append(context)
+        out["answer"].append(answer)
+        out["answer_start"].append(start)
+    return out
+
+
 def test_synthetic_splits_do_not_share_names():
-    train = tasks.make_ner_data(300, "train", seed=0)
-    test = tasks.make_ner_data(100, "test", seed=1)
+    train = make_ner_data(300, "train", seed=0)
+    test = make_ner_data(100, "test", seed=1)
 
     def entities(d):
         return {" ".join(w[s:e]) for words, tags in zip(d["tokens"], d["tags"]) for _, s, e in tasks.bio_spans(tags, tasks.NER_TAGS)
                 for w in [words]}
     assert entities(train) and entities(test)
     assert not entities(train) & entities(test)
-    assert tasks.make_ner_data(5, seed=3) == tasks.make_ner_data(5, seed=3)
-    with pytest.raises(CourseError):
-        tasks.make_ner_data(5, split="dev")
+    assert make_ner_data(5, seed=3) == make_ner_data(5, seed=3)
+    with pytest.raises(ValueError):
+        make_ner_data(5, split="dev")
 
 
 def test_align_labels_first_piece_only(bert_tok):
@@ -79,7 +175,7 @@ def test_entity_f1_matches_seqeval_on_random_and_broken_sequences():
 
 
 def test_qa_features_map_answers_to_tokens(bert_tok):
-    d = tasks.make_qa_data(20, "test", seed=2)
+    d = make_qa_data(20, "test", seed=2)
     f = tasks.qa_features(bert_tok, d["question"], d["context"], d["answer"], d["answer_start"])
     for i in range(20):
         s, e = int(f["start_positions"][i]), int(f["end_positions"][i])
@@ -123,7 +219,7 @@ def test_prompt_target_example_masks_prompt():
 def test_the_engine_trains_a_tagger_with_the_models_own_loss(bert_tok):
     ftlib.seed_everything(0)
     model = ftlib.load_model("course-bert", task="token-classification", num_labels=len(tasks.NER_TAGS))
-    d = tasks.make_ner_data(16, seed=0)
+    d = make_ner_data(16, seed=0)
     rows = []
     for words, tags in zip(d["tokens"], d["tags"]):
         enc = bert_tok(words, is_split_into_words=True, padding="max_length", max_length=24)
