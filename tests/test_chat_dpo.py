@@ -127,7 +127,7 @@ def test_packed_examples_give_the_padded_loss_and_naive_packing_does_not(tok):
         right, wrong = logits(position_ids=packed["position_ids"]), logits()
         first = len(ex[0]["input_ids"])
         assert (right[:first] - wrong[:first]).abs().max() < 1e-5 and (right[first:] - wrong[first:]).abs().max() > 1e-2
-        # and what a KV cache does to the packed row: transformers then ignores the restarts
+        # and what a KV cache does to the packed row: transformers then skips the block mask it derives from them
         cached = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=True).logits[0]
         assert (cached - right).abs().max() > 1e-2
     # trains through the engine in the packed form too
