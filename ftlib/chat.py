@@ -71,20 +71,26 @@ def build_example(tokenizer, prompt_messages, response: str, *, max_length: int 
     return {"input_ids": full, "labels": [IGNORE] * len(prompt) + full[len(prompt):]}
 
 
+def _lengths(examples: list, caller: str) -> list[int]:
+    """The token count of each example, after checking there are some and each has a label per token."""
+    if not examples:
+        raise CourseError(f"{caller} got no examples.")
+    for i, e in enumerate(examples):
+        if len(e["labels"]) != len(e["input_ids"]):
+            raise CourseError(f"Example {i}: {len(e['input_ids'])} input ids but {len(e['labels'])} labels.")
+    return [len(e["input_ids"]) for e in examples]
+
+
 def pad_examples(examples, pad_id: int) -> dict:
     """Right-pad examples from :func:`build_example` into tensors ``input_ids``, ``labels`` and
     ``attention_mask`` of shape (N, longest); padding gets label ``-100`` and mask 0."""
     examples = list(examples)
-    if not examples:
-        raise CourseError("pad_examples got no examples.")
-    width = max(len(e["input_ids"]) for e in examples)
+    width = max(_lengths(examples, "pad_examples"))
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
-        if len(e["labels"]) != n:
-            raise CourseError(f"Example {i}: {n} input ids but {len(e['labels'])} labels.")
         ids[i, :n] = torch.tensor(e["input_ids"])
         labels[i, :n] = torch.tensor(e["labels"])
         mask[i, :n] = 1
@@ -105,22 +111,21 @@ def pack_examples(examples, pad_id: int, max_tokens: int | None = None) -> dict:
     ``max_tokens=None``: one row holding everything; otherwise examples go, in order, into rows of at
     most ``max_tokens`` tokens, and the end of a short row is padding (label -100, its own positions)."""
     examples = list(examples)
-    if not examples:
-        raise CourseError("pack_examples got no examples.")
-    for i, e in enumerate(examples):
-        if len(e["labels"]) != len(e["input_ids"]):
-            raise CourseError(f"Example {i}: {len(e['input_ids'])} input ids but {len(e['labels'])} labels.")
-        if max_tokens is not None and len(e["input_ids"]) > max_tokens:
-            raise CourseError(f"Example {i} has {len(e['input_ids'])} tokens, more than max_tokens={max_tokens}: "
-                              "raise max_tokens or truncate the examples (build_example(..., max_length=)).")
-    rows, row = [], []
-    for e in examples:
-        if row and max_tokens is not None and sum(len(x["input_ids"]) for x in row) + len(e["input_ids"]) > max_tokens:
-            rows.append(row)
-            row = []
-        row.append(e)
-    rows.append(row)
-    width = max(sum(len(x["input_ids"]) for x in r) for r in rows) if max_tokens is None else max_tokens
+    lengths = _lengths(examples, "pack_examples")
+    if max_tokens is None:
+        rows, width = [examples], sum(lengths)
+    else:
+        for i, n in enumerate(lengths):
+            if n > max_tokens:
+                raise CourseError(f"Example {i} has {n} tokens, more than max_tokens={max_tokens}: raise "
+                                  "max_tokens or truncate the examples (build_example(..., max_length=)).")
+        rows, used, width = [[]], 0, max_tokens
+        for e, n in zip(examples, lengths):
+            if rows[-1] and used + n > max_tokens:
+                rows.append([])
+                used = 0
+            rows[-1].append(e)
+            used += n
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
