@@ -15,7 +15,7 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(items):
     # After a cell finishes, nbval waits only 5 s between the kernel's remaining output messages
     # before it fails the cell ("Timeout of 5 seconds exceeded waiting for output"). A busy CI
-    # machine once went quiet that long after lesson 07's longest cell, which had finished
+    # machine once went quiet that long after lesson 08's longest cell, which had finished
     # correctly. 60 s is still far below the cell timeout (--nbval-cell-timeout in pyproject.toml).
     for item in items:
         if type(item).__name__ == "IPyNbCell" and hasattr(item, "output_timeout"):

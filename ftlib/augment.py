@@ -1,4 +1,4 @@
-"""Simple text augmentation, EDA-style (derived in notebook 07).
+"""Simple text augmentation, EDA-style (derived in notebook 08).
 
 Four operations on a sentence's words (Wei & Zou 2019, "EDA: Easy Data Augmentation
 Techniques for Boosting Performance on Text Classification Tasks"):

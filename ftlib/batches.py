@@ -1,4 +1,4 @@
-"""Batches that live on the device (derived in notebooks 10 and 11).
+"""Batches that live on the device (derived in notebooks 11 and 12).
 
 A :class:`torch.utils.data.DataLoader` collates every batch in Python on the host and copies
 it to the device. :class:`DeviceBatches` instead stores the whole tokenised data set once, as

@@ -1,11 +1,11 @@
-"""Benchmarks of notebooks 10 and 11, and carrying weights to an offline machine.
+"""Benchmarks of notebooks 11 and 12, and carrying weights to an offline machine.
 
     python -m ftlib bench [--budget small|full] [--out results]      (or: python -m ftlib.bench ...)
     python -m ftlib bench export-weights DIR [--model course-gpt] [--max-shard-size 60MB]
 
 ``run`` measures, on whatever device ``ftlib.pick_device()`` finds:
 
-* **BERT**: SST-2 fine-tuning of course-bert through ``ftlib.train.fit`` (notebook 10's recipe:
+* **BERT**: SST-2 fine-tuning of course-bert through ``ftlib.train.fit`` (notebook 11's recipe:
   static length buckets, a mask with no host read, bf16, fused AdamW, torch.compile with the
   compilation before the clock), transformers' ``Trainer`` at the same hyper-parameters with its
   defaults and tuned, and an ablation that adds one ingredient at a time: dev accuracy per
@@ -247,7 +247,7 @@ def plain_loop_fit(s: dict, train_tok, tokenizer, device) -> dict:
 
 
 def bench_bert(s: dict, device, progress: bool = False) -> dict:
-    """ftlib's engine (the recipe of notebook 10), transformers' Trainer (default and tuned) and the
+    """ftlib's engine (the recipe of notebook 11), transformers' Trainer (default and tuned) and the
     ablation, on the same SST-2 subset with the same hyper-parameters."""
     tokenizer, train_tok, dev_tok = _sst2(s)
     out = {"settings": dict(s, n_train=len(train_tok), n_dev=len(dev_tok))}

@@ -1,4 +1,4 @@
-"""Chat-format training examples with the loss on the response only (derived in notebook 12).
+"""Chat-format training examples with the loss on the response only (derived in notebook 13).
 
 An instruction-tuned model reads its input in the **chat template** it was trained with:
 ``tokenizer.apply_chat_template`` renders a list of ``{"role", "content"}`` messages with

@@ -181,7 +181,7 @@ def load_sst2(source: str = "auto"):
 
 def drop_leaks(val_sentences, train_sentences) -> list[str]:
     """The validation phrases that occur nowhere in the training phrases -- neither as one of them nor
-    inside a longer one -- in their order (exercise 04.3 derives it).
+    inside a longer one -- in their order (exercise 05.3 derives it).
 
     SST-2's training set holds phrases cut from the parse trees of whole sentences, so a validation split
     drawn from it at random shares text with its training part unless the leaks are dropped. One search

@@ -1,5 +1,5 @@
 """After fine-tuning: saving, compressing, exporting, serving and watching a classifier
-(derived in notebook 13).
+(derived in notebook 14).
 
 Saving and loading
     * :func:`save` -- ``save_pretrained`` of model and tokenizer (safetensors) into a temporary
@@ -162,7 +162,7 @@ def _follow_umask(folder: Path) -> None:
 def _untrained_head_error(path: Path, why: str) -> CourseError:
     return CourseError(
         f"{path} {why}, so its classifier head may never have been trained: its labels would be random "
-        f"guesses. Fine-tune the model first (ftlib.train.fit, lesson 05), then "
+        f"guesses. Fine-tune the model first (ftlib.train.fit, lesson 06), then "
         f"save it with ftlib.deploy.save(model, tokenizer, folder) and use that folder. If this folder does "
         f"hold a classifier you fine-tuned (saved with save_pretrained or a Trainer), load it with "
         f"transformers.AutoModelForSequenceClassification.from_pretrained and AutoTokenizer.from_pretrained "

@@ -1,4 +1,4 @@
-"""Direct preference optimisation from scratch (derived in notebook 12).
+"""Direct preference optimisation from scratch (derived in notebook 13).
 
 DPO (Rafailov et al. 2023) trains a policy :math:`\\pi_\\theta` on pairs of responses to one
 prompt, a *chosen* :math:`y_w` and a *rejected* :math:`y_l`, against a frozen reference

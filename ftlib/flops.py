@@ -1,4 +1,4 @@
-"""FLOPs, peaks and MFU (derived in lessons 10 and 11).
+"""FLOPs, peaks and MFU (derived in lessons 11 and 12).
 
 * :func:`matmul_parameters` -- the weights that *multiply* each token: every ``nn.Linear`` (and
   transformers' ``Conv1D``). Embedding tables are looked up, not multiplied, so they do no matmul

@@ -1,4 +1,4 @@
-"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 14, used again in 15).
+"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 15, used again in 16).
 
 Fine-tuning every layer of course-bert costs a forward *and* a backward pass through all six
 blocks at every step of every epoch. If the bottom ``k`` blocks are frozen, their output for
@@ -15,7 +15,7 @@ frozen blocks: a slightly different, noisier model than this one.)
   on [CLS] then a linear layer, as ``BertForSequenceClassification``, or with ``pooling="mean"``
   the mean of the token states, as course-bert was pre-trained; ``"token"``: a linear
   layer on every token, as ``BertForTokenClassification``; ``"span"``: a start and an end score
-  per token, as ``BertForQuestionAnswering``, notebook 16), with an optional learned
+  per token, as ``BertForQuestionAnswering``, notebook 17), with an optional learned
   embedding of word shape (``shape_ids``) added to its input, and a ``forward`` that returns
   ``.loss`` / ``.logits`` like a transformers model, so ``ftlib.train.fit(task="model")``
   trains it;

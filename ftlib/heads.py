@@ -1,9 +1,9 @@
-"""Classification heads that read a sentence vector the way the encoder was trained (notebooks 06, 07).
+"""Classification heads that read a sentence vector the way the encoder was trained (notebooks 07, 08).
 
 course-bert (all-MiniLM-L6-v2) was trained as a sentence encoder with **mean pooling**: its
 sentence vector is the mean of the token vectors, padding left out. BERT's pooler,
 ``tanh(W h_CLS)``, which ``AutoModelForSequenceClassification`` puts under its classifier, was
-never trained for it: its output barely varies between sentences (notebook 06 prints both
+never trained for it: its output barely varies between sentences (notebook 07 prints both
 spreads), so a frozen encoder with a pooler head learns almost nothing.
 
 * :func:`mean_pool` -- the mean of ``hidden`` over the positions where ``attention_mask`` is 1;
@@ -15,7 +15,7 @@ spreads), so a frozen encoder with a pooler head learns almost nothing.
 * :func:`load_mean_pool_classifier` -- course-bert (or another encoder) with that head;
 * :func:`pair_features` / :class:`PairHead` -- a bi-encoder's pair classifier: a linear layer
   on ``[u, v, |u - v|, u * v]`` of two sentence vectors (InferSent's features, Conneau et al.
-  2017; SBERT's classifier, Reimers & Gurevych 2019, uses the first three) (notebook 15, MRPC).
+  2017; SBERT's classifier, Reimers & Gurevych 2019, uses the first three) (notebook 16, MRPC).
 
 The models return an object with ``.logits`` (and ``.loss`` when given ``labels``), like a
 transformers model, so ``fit`` / ``evaluate`` take them unchanged.

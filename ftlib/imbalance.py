@@ -1,4 +1,4 @@
-"""Class imbalance: counting, re-sampling and class weights (derived in notebook 07).
+"""Class imbalance: counting, re-sampling and class weights (derived in notebook 08).
 
 * :func:`class_counts` -- how many rows of each class;
 * :func:`take_per_class` -- a subset with a chosen number of rows per class (to *make* an

@@ -1,4 +1,4 @@
-"""Causal language-model fine-tuning pieces (derived in notebook 11).
+"""Causal language-model fine-tuning pieces (derived in notebook 12).
 
 * :func:`pack_blocks` -- concatenate tokenised documents (with an end-of-text token between
   them) and cut the stream into blocks of ``block_size`` tokens: no padding inside, no token

@@ -1,4 +1,4 @@
-"""LoRA, low-rank adaptation, written out (derived in notebook 06).
+"""LoRA, low-rank adaptation, written out (derived in notebook 07).
 
 A frozen linear layer ``y = x W^T + b`` (``W``: out x in) gets a trainable low-rank update:
 

@@ -223,7 +223,7 @@ class Activations:
 def activation_bytes(*, layers: int, hidden: int, intermediate: int, heads: int, batch: int, seq_len: int,
                      bytes_per_value: float = 4) -> Activations:
     """What a BERT encoder (transformers' ``BertModel``, training mode, dropout on) saves for the backward
-    pass on a batch of ``batch`` x ``seq_len`` tokens, counted tensor by tensor (lesson 18). With
+    pass on a batch of ``batch`` x ``seq_len`` tokens, counted tensor by tensor (lesson 19). With
     ``T = batch * seq_len`` tokens, each layer saves
 
     * 10 tensors of ``T x hidden``: the input of the Q/K/V projections (one tensor for all three), Q, K

@@ -1,4 +1,4 @@
-"""Evaluation metrics, written out in plain NumPy (derived in notebook 09).
+"""Evaluation metrics, written out in plain NumPy (derived in notebook 10).
 
 Classification (checked against scikit-learn in ``tests/test_metrics.py``):
 
@@ -24,10 +24,10 @@ Generation:
   tokenisers; :func:`tokenize_13a`, :func:`ngram_counts`;
 * :func:`corpus_chrf` -- chrF as sacreBLEU defines it (character n-gram precision and recall,
   n = 1..6, spaces removed, averaged over n, combined as an F-beta score with beta = 2; derived
-  in notebook 17); :func:`char_ngram_stats`;
+  in notebook 18); :func:`char_ngram_stats`;
 * :func:`chrf_stats` / :func:`chrf_from_stats` and :func:`bleu_stats` / :func:`bleu_from_stats` --
   the same scores from per-sentence counts, so a bootstrap can resample sentences and recompute the
-  corpus score by adding up rows (notebook 17);
+  corpus score by adding up rows (notebook 18);
 * :func:`distinct_n` -- the share of distinct n-grams among all n-grams (diversity).
 
 Bad input (empty arrays, mismatched lengths, probabilities outside [0, 1], an unknown

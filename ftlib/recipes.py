@@ -146,7 +146,7 @@ def check_settings(args, budget) -> dict:
         return _everywhere(CourseError(message))
     if args.task not in TASKS:
         raise bad(f"--task {args.task!r} is not one this command trains: use {' or '.join(TASKS)} (other tasks: "
-                  "ftlib.train.fit from Python, see lessons 11-14).")
+                  "ftlib.train.fit from Python, see lessons 12-15).")
     if args.data not in DATASETS:
         raise bad(f"Unknown data set --data {args.data!r}: use one of {', '.join(DATASETS)}.")
     if args.recipe not in RECIPES:

@@ -1,4 +1,4 @@
-"""Hand-written sentiment rules, and three ways to combine them with a fine-tuned model (notebook 08).
+"""Hand-written sentiment rules, and three ways to combine them with a fine-tuned model (notebook 09).
 
 The rules (written for this course, nothing downloaded):
 
@@ -400,7 +400,7 @@ def rule_task(lam: float = 1.0):
 
     Each batch holds the model's inputs, ``labels`` and the columns ``rule_probs`` (B, 2), ``fires``
     and ``labelled`` (B,); the task takes those out, runs the model on the rest and returns
-    :func:`rule_loss`. This is the way when the batches are yours (cached features, lesson 08); for a
+    :func:`rule_loss`. This is the way when the batches are yours (cached features, lesson 09); for a
     loader of token ids that must stay unchanged, :class:`RulePrior` finds the rules from the ids.
     """
     if lam < 0:

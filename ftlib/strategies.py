@@ -1,4 +1,4 @@
-"""Which parameters to train, and how fast (derived in notebook 06).
+"""Which parameters to train, and how fast (derived in notebook 07).
 
 * :func:`count_parameters` -- ``(trainable, total)`` numbers of weights;
 * :func:`freeze` / :func:`unfreeze` -- switch ``requires_grad`` off (on) for every parameter
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ftlib.device import PeakMemory  # noqa: F401  (kept here for notebook 06's import)
+from ftlib.device import PeakMemory  # noqa: F401  (kept here for notebook 07's import)
 from ftlib.errors import CourseError
 
 __all__ = ["count_parameters", "freeze", "unfreeze", "encoder_layers", "layer_depth",

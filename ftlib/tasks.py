@@ -1,7 +1,7 @@
-"""Beyond sentence classification: token classification (NER, notebook 14), extractive QA on SQuAD
-(notebook 16) and translation with a decoder (notebook 17).
+"""Beyond sentence classification: token classification (NER, notebook 15), extractive QA on SQuAD
+(notebook 17) and translation with a decoder (notebook 18).
 
-Notebook 14 trains NER on WNUT-17 (``ftlib.load_wnut17``), notebook 16 QA on SQuAD v1.1
+Notebook 15 trains NER on WNUT-17 (``ftlib.load_wnut17``), notebook 17 QA on SQuAD v1.1
 (``ftlib.load_squad``). :data:`NER_TAGS` is a small tag set (people, places, organisations) for
 examples and exercises.
 
@@ -409,7 +409,7 @@ def qa_nbest(start_logits, end_logits, offsets, n_best: int = 20, max_answer_tok
 
     Only the ``n_best`` highest start and end scores are paired: a shortcut, not an exhaustive
     search (a valid pair outside them can score higher when the top ones pair badly;
-    :func:`best_span` searches every pair, and notebook 16 measures how often they differ). A pair
+    :func:`best_span` searches every pair, and notebook 17 measures how often they differ). A pair
     is valid when both tokens are in the context (``offsets`` not ``None``), the start is not after
     the end, and the span has at most ``max_answer_tokens`` tokens. The score is ``start + end``."""
     if not isinstance(n_best, int) or n_best < 1:
@@ -479,7 +479,7 @@ QA_ERROR_KINDS = ("exact", "boundary", "right sentence", "wrong sentence")
 
 
 def qa_error_kind(context: str, prediction: str, pred_start: int, answers, answer_starts) -> str:
-    """Sort one extractive-QA answer into a kind (notebook 16), from characters, not words:
+    """Sort one extractive-QA answer into a kind (notebook 17), from characters, not words:
 
     ``"exact"`` -- exact match with a reference (:func:`squad_em_f1`); ``"boundary"`` -- the
     predicted characters overlap a reference's but start or stop elsewhere; ``"right sentence"`` --

@@ -1,4 +1,4 @@
-"""From sentences to padded batches (derived in notebook 04).
+"""From sentences to padded batches (derived in notebook 05).
 
 * :func:`tokenize_dataset` -- tokenise a ``datasets.Dataset`` in batches with ``map``,
   truncating to ``max_length`` but *not* padding, and rename the label column to
@@ -9,7 +9,7 @@
 * :func:`make_loader` -- a ``DataLoader`` that pads each batch only to its own longest
   example (``transformers.DataCollatorWithPadding``), optionally length-grouped;
 * :func:`fertility` -- tokens per character or per word: what a tokenizer does to a language
-  (notebook 17: an English-centric BPE spends about two tokens on each Chinese character);
+  (notebook 18: an English-centric BPE spends about two tokens on each Chinese character);
 * :func:`check_sentences` / :func:`input_limit` -- the one check of the sentences given to a
   model for prediction (``ftlib.train.predict`` and ``ftlib.deploy.Predictor`` both use it).
 

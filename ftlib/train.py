@@ -1,8 +1,8 @@
-"""The training engine: one loop that trains every model in the course (derived in notebook 05).
+"""The training engine: one loop that trains every model in the course (derived in notebook 06).
 
-Every lesson that trains -- classification (05-08, 10, 13), causal language modelling (11),
-instruction tuning and DPO (12), tagging, question answering and translation (14), distillation
-(13) -- goes through
+Every lesson that trains -- classification (06-09, 11, 14), causal language modelling (12),
+instruction tuning and DPO (13), tagging, question answering and translation (15, 17, 18), distillation
+(14) -- goes through
 :func:`fit`, and every evaluation through :func:`evaluate`. The parts:
 
 * **one optimiser rule** -- :func:`make_optimizer`: AdamW over the trainable parameters,

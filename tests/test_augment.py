@@ -113,7 +113,7 @@ def test_eda_and_augment_dataset():
     assert min(lengths) < n < max(lengths)
 
 
-# ---- forcing a change (lesson 07: plain EDA left a third of the copies byte-identical) ----------------
+# ---- forcing a change (lesson 08: plain EDA left a third of the copies byte-identical) ----------------
 SHORT = ["empty stud knockabout", "tiresomely", "a dull movie", "very very", ", but it also does the last thing we need"]
 
 

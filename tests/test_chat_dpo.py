@@ -238,7 +238,7 @@ def test_dpo_through_the_engine_raises_the_margin_on_its_pairs(tok):
 
 
 def test_preference_gain_rejects_a_policy_that_ranks_no_more_pairs_right():
-    """Lesson 12's verdict: held-out preference accuracy after DPO beats the SFT model's beyond the
+    """Lesson 13's verdict: held-out preference accuracy after DPO beats the SFT model's beyond the
     paired interval. 110 pairs as in the lesson: the SFT model ranks 61 right, by several nats."""
     g = torch.Generator().manual_seed(0)
     chosen = -40 + 10 * torch.randn(110, generator=g)

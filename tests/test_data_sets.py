@@ -577,7 +577,7 @@ def test_instruction_split_depends_on_n_and_seed_only():
 
 
 def test_drop_leaks_equals_the_pairwise_definition_and_rejects_exact_match_only():
-    from ftlib.exercises.lesson04 import TRAIN, VAL, drop_leaks_reference
+    from ftlib.exercises.lesson05 import TRAIN, VAL, drop_leaks_reference
     assert ftlib.drop_leaks(VAL, TRAIN) == drop_leaks_reference(VAL, TRAIN)
     # the wrong answer the exercise warns about, dropping exact duplicates only, keeps a leak here
     assert [s for s in VAL if s not in TRAIN] != drop_leaks_reference(VAL, TRAIN)

@@ -1,4 +1,4 @@
-"""The errata chapter (notebooks/19_seed_errata.ipynb): every entry complete, ids unique and consecutive, and the
+"""The errata chapter (notebooks/20_seed_errata.ipynb): every entry complete, ids unique and consecutive, and the
 list that the summary table is computed from in step with the entries."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT / "notebooks" / "19_seed_errata.ipynb"
+NB = ROOT / "notebooks" / "20_seed_errata.ipynb"
 SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 SEED_FILES = {"000": "000_aea4686527de71d4.txt", "001": "001_2b010f8e0a5a471e.txt", "002": "002_3337590c4af5c086.txt",
               "003": "003_d740a05376a7b249.txt", "004": "004_cad6dd51d5e0edf7.txt"}
-LESSONS = {"00_start_here", "01_cross_entropy", "02_attention", "03_transformers_from_scratch", "04_data",
-           "05_training_loop", "06_strategies", "07_overfitting", "08_rules_and_hybrid", "09_evaluation",
-           "10_bert_on_gpu", "11_gpt_on_gpu", "12_instruction_tuning", "13_deployment", "14_named_entities", "15_sentence_pairs", "16_question_answering", "17_translation",
-           "18_scaling_out"}
+LESSONS = {"00_start_here", "01_cross_entropy", "02_attention", "03_transformers_from_scratch", "05_data",
+           "06_training_loop", "07_strategies", "08_overfitting", "09_rules_and_hybrid", "10_evaluation",
+           "11_bert_on_gpu", "12_gpt_on_gpu", "13_instruction_tuning", "14_deployment", "15_named_entities", "16_sentence_pairs", "17_question_answering", "18_translation",
+           "19_scaling_out"}
 KINDS = {"maths", "code", "API", "reference", "claim", "other"}     # kinds of error
 UPDATE = "update"          # true when the seed was written, outdated now: listed, not counted as an error
 HEAD = re.compile(r"^### (E\d{3}) · (\w+)\s*$", re.M)
@@ -176,7 +176,7 @@ def _count_problems(listed, texts, printed, readme_row):
 
 def _readme_errata_row():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    return next(line for line in readme.splitlines() if "19_seed_errata.ipynb) |" in line)
+    return next(line for line in readme.splitlines() if "20_seed_errata.ipynb) |" in line)
 
 
 def _summary_output():

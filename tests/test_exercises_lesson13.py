@@ -1,64 +1,50 @@
-"""Lesson 13's exercise checks: a right answer passes, typical wrong answers get the hint."""
 import math
 
-import pytest
-import torch
-import torch.nn.functional as F
+from ftlib.exercises import check
 
-import ftlib
-import ftlib.deploy
-from ftlib.exercises import Wrong, check
-from ftlib.exercises import lesson13
+PROMPT = [1, 9690, 198, 2683, 2, 198, 1, 520, 9531, 198]
+FULL = [1, 9690, 198, 2683, 2, 198, 1, 520, 9531, 198, 504, 1069, 2, 198]
+RIGHT = [-100] * 10 + FULL[10:] + [-100] * 2
 
 
-@pytest.fixture(scope="module")
-def sizes():
-    model = ftlib.load_model("course-bert", task="classification", num_labels=2)
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    total = sum(p.numel() for p in model.parameters())
-    return total, linear
+def test_13_1_accepts_the_labels(capsys):
+    assert check("13.1", RIGHT)
 
 
-def test_13_1(sizes, capsys):
-    total, linear = sizes
-    assert check("13.1", (linear + 4 * (total - linear)) / 1e6)
-    with pytest.raises(Wrong, match="float32 size"):
-        lesson13.int8_size(total * 4 / 1e6)
-    with pytest.raises(Wrong, match="stay 4 bytes"):
-        lesson13.int8_size(total / 1e6)
-    with pytest.raises(Wrong, match="a number"):
-        lesson13.int8_size("big")
-    assert not check("13.1", ...)
-    assert "not answered yet" in capsys.readouterr().out
+def test_13_1_rejects_the_usual_wrong_labels(capsys):
+    padded = FULL + [2, 2]
+    assert not check("13.1", padded)                                    # no masking at all
+    assert "input ids" in capsys.readouterr().out
+    by_id = [-100] * 10 + [-100 if t == 2 else t for t in padded[10:]]   # masks <|im_end|> too
+    assert not check("13.1", by_id)
+    assert "pad id" in capsys.readouterr().out
+    assert not check("13.1", [-100] * 10 + padded[10:])                  # padding scored
+    assert "padding" in capsys.readouterr().out
+    assert not check("13.1", FULL + [-100, -100])                        # prompt scored
+    assert "prompt" in capsys.readouterr().out
+    assert not check("13.1", RIGHT[1:] + [-100])                         # shifted by hand
+    assert "shift" in capsys.readouterr().out
+    assert not check("13.1", RIGHT[:14])
+    assert "16" in capsys.readouterr().out
 
 
-def test_13_2():
-    def psi(p, q):
-        return sum((b - a) * math.log(b / a) for a, b in zip(p, q))
-
-    def kl_only(p, q):
-        return sum(b * math.log(b / a) for a, b in zip(p, q))
-
-    assert check("13.2", psi)
-    with pytest.raises(Wrong, match="symmetric"):
-        lesson13.psi_from_shares(kl_only)
-    with pytest.raises(Wrong, match="function"):
-        lesson13.psi_from_shares(0.3)
+def dpo(pc, pr, rc, rr, beta):
+    return -math.log(1 / (1 + math.exp(-beta * ((pc - rc) - (pr - rr)))))
 
 
-def test_13_3():
-    def kd(s, t, T):
-        return F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+def test_13_2(capsys):
+    assert check("13.2", dpo(-12, -15, -13, -14, 0.1))
+    for wrong, hint in ((dpo(-12, -15, 0, 0, 0.1), "reference"), (dpo(-12, -15, -13, -14, 1.0), "beta"),
+                        (dpo(-15, -12, -14, -13, 0.1), "comes first"), (math.log(2), "log 2"),
+                        (-dpo(-12, -15, -13, -14, 0.1), "positive")):
+        assert not check("13.2", wrong)
+        assert hint in capsys.readouterr().out
+    assert not check("13.2", 0.59)
 
-    def no_t2(s, t, T):
-        return kd(s, t, T) / (T * T)
 
-    def reverse(s, t, T):
-        return kd(t, s, T)
-
-    assert check("13.3", kd)
-    assert check("13.3", lambda s, t, T: ftlib.deploy.distillation_loss(s, t, temperature=T))
-    with pytest.raises(Wrong, match=r"T\*\*2"):
-        lesson13.distillation_kl(no_t2)
-    with pytest.raises(Wrong, match="KL\\(student"):
-        lesson13.distillation_kl(reverse)
+def test_13_3(capsys):
+    assert check("13.3", 3.0)
+    assert not check("13.3", 4.0)                                         # mean of the rows' means
+    assert "rows' means" in capsys.readouterr().out
+    assert not check("13.3", (0.5 + 0.5 + 1 + 2 + 3 + 0.2 + 6) / 7)        # prompt tokens included
+    assert "prompt" in capsys.readouterr().out

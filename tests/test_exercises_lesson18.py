@@ -1,53 +1,58 @@
-"""Lesson 18's exercise checks (scaling out): the right answers pass, the usual wrong ones get their hint."""
+"""Exercise check of notebook 18 (chrF of one sentence pair): the right answer passes, the usual wrong
+answers get their hint, ``...`` is "not answered yet"."""
+from __future__ import annotations
+
+from collections import Counter
+
 import pytest
-import torch
 
-from ftlib.exercises import Wrong, check
-from ftlib.exercises import lesson18
-
-RIGHT = {"weights": 2, "gradients": 2, "master": 4, "optimizer": 8}
+from ftlib.exercises import check
+from ftlib.exercises.lesson18 import _chrf
 
 
-def test_18_1(capsys):
-    assert check("18.1", RIGHT)
-    with pytest.raises(Wrong, match="TWO float32"):
-        lesson18.bytes_per_parameter({**RIGHT, "optimizer": 4})                 # forgot AdamW's second moment
-    with pytest.raises(Wrong, match="master copy"):
-        lesson18.bytes_per_parameter({**RIGHT, "master": 0})                    # forgot the master weights
-    with pytest.raises(Wrong, match="bf16 too"):
-        lesson18.bytes_per_parameter({**RIGHT, "gradients": 4})                 # float32 gradients
-    with pytest.raises(Wrong, match="weights"):
-        lesson18.bytes_per_parameter({**RIGHT, "weights": 4})                   # float32 weights: not this recipe
-    with pytest.raises(Wrong, match="keys"):
-        lesson18.bytes_per_parameter(16)
+def _by_hand(hyp, ref):
+    """chrF written out: spaces removed, clipped character n-grams n = 1..6, mean P and R, F2."""
+    hyp, ref = "".join(hyp.split()), "".join(ref.split())
+    ps, rs = [], []
+    for n in range(1, 7):
+        h = Counter(hyp[i:i + n] for i in range(len(hyp) - n + 1))
+        r = Counter(ref[i:i + n] for i in range(len(ref) - n + 1))
+        m = sum(min(c, r[g]) for g, c in h.items())
+        ps.append(m / sum(h.values()))
+        rs.append(m / sum(r.values()))
+    p, r = sum(ps) / 6, sum(rs) / 6
+    return 100 * 5 * p * r / (4 * p + r)
+
+
+def test_18_1_right(capsys):
+    assert check("18.1", _by_hand)
+    assert "correct" in capsys.readouterr().out
+
+
+def test_18_1_ftlib_itself_is_right():
+    from ftlib.metrics import corpus_chrf
+    assert check("18.1", lambda h, r: corpus_chrf([h], [r]), quiet=True)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda h, r: _chrf(h, r, beta=1.0), "beta = 2"),                  # F1 instead of F2
+    (lambda h, r: _chrf(h, r, spaces=True), "Remove the spaces"),      # spaces kept
+    (lambda h, r: _chrf(h, r, mean_of_f=True), "mean of the six F"),   # F per order, then averaged
+    (lambda h, r: _chrf(h, r, clip=False), "Clip the matches"),        # unclipped matches
+    (lambda h, r: _by_hand(h, r) / 100, "0 to 100"),                   # 0-1 scale
+])
+def test_18_1_usual_mistakes_get_their_hint(wrong, hint, capsys):
+    assert not check("18.1", wrong)
+    assert hint in capsys.readouterr().out
+
+
+def test_18_1_other_wrong_answers(capsys):
+    assert not check("18.1", lambda h, r: 50.0)
+    assert "expected" in capsys.readouterr().out
+    assert not check("18.1", lambda h, r: "high")
+    assert "one number" in capsys.readouterr().out
+
+
+def test_18_1_not_answered(capsys):
     assert not check("18.1", ...)
-    assert "not answered yet" in capsys.readouterr().out
-
-
-def test_18_2():
-    def weighted(grads, counts):
-        return sum(g * n for g, n in zip(grads, counts)) / sum(counts)
-
-    assert check("18.2", weighted)
-    with pytest.raises(Wrong, match="summed"):
-        lesson18.combine_gradients(lambda grads, counts: sum(grads))
-    with pytest.raises(Wrong, match="weigh each mean"):
-        lesson18.combine_gradients(lambda grads, counts: sum(grads) / len(grads))
-    with pytest.raises(Wrong, match="not the expected"):
-        lesson18.combine_gradients(lambda grads, counts: sum(g * n for g, n in zip(grads, counts)) / len(grads))
-    with pytest.raises(Wrong, match="function"):
-        lesson18.combine_gradients(torch.zeros(3))
-
-
-def test_18_3():
-    assert check("18.3", (2, 200, 1.6e-4))
-    with pytest.raises(Wrong, match="already 128 rows"):
-        lesson18.global_batch((16, 200, 1.6e-4))                                # forgot the 8 GPUs
-    with pytest.raises(Wrong, match="micro-batches"):
-        lesson18.global_batch((2, 400, 1.6e-4))                                 # counted micro-batch steps
-    with pytest.raises(Wrong, match="linear scaling"):
-        lesson18.global_batch((2, 200, 2e-5))                                   # kept the lr of batch 32
-    with pytest.raises(Wrong, match="learning rate"):
-        lesson18.global_batch((2, 200, 2e-5 * 8 ** 0.5))                        # some other lr
-    with pytest.raises(Wrong, match="three numbers"):
-        lesson18.global_batch(256)
+    assert "not answered" in capsys.readouterr().out

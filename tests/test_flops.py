@@ -134,7 +134,7 @@ def test_causal_convention_halves_attention_only(models):
 
 
 def test_course_bert_shape():
-    """The numbers of exercise 10.2: course-bert's 22.7 M parameters, 10.8 M of them matmul weights."""
+    """The numbers of exercise 11.2: course-bert's 22.7 M parameters, 10.8 M of them matmul weights."""
     cfg = transformers.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                                   intermediate_size=1536, max_position_embeddings=512, num_labels=2)
     with torch.device("meta"):

@@ -137,7 +137,7 @@ def test_the_readme_memory_table_is_the_one_the_function_computes():
     assert wrong.strip() not in readme
 
 
-# ------------------------------------------------ activations, ZeRO stages (lesson 18)
+# ------------------------------------------------ activations, ZeRO stages (lesson 19)
 def saved_and_estimate(batch, seq_len, **wrong):
     """Measured saved-for-backward bytes of a tiny real BERT (training mode, dropout on) and the formula."""
     from ftlib.memory import SavedTensors, activation_bytes

@@ -286,7 +286,7 @@ def test_distinct_n():
 
 
 
-# --------------------------------------------------------------------------- chrF (notebook 17)
+# --------------------------------------------------------------------------- chrF (notebook 18)
 
 def test_chrf_hand_computed():
     # "ab c" vs "abc": spaces go, so the two are the same 3 characters: chrF 100

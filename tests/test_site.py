@@ -345,7 +345,7 @@ def _search(browser, server, term: str) -> list[str]:
 
 
 def test_search_finds_a_late_lesson_and_the_glossary(browser, server, site):
-    assert "notebooks/14_named_entities.html" in _search(browser, server, "seqeval")
+    assert "notebooks/15_named_entities.html" in _search(browser, server, "seqeval")
     assert "book/glossary.html" in _search(browser, server, "微调")
     assert _search(browser, server, "zzyzxnotaword") == []
 

@@ -1,4 +1,4 @@
-"""Extractive QA on SQuAD (notebook 16): the official v1.1 scores, windows with a stride, n-best answers
+"""Extractive QA on SQuAD (notebook 17): the official v1.1 scores, windows with a stride, n-best answers
 across windows, the first-sentence baseline, and the span head of ftlib.frozen.TopBlocks.
 
 The official evaluation script (``evaluate-v1.1.py``, Rajpurkar et al. 2016) cannot be fetched offline, so
@@ -303,8 +303,8 @@ def test_qa_bad_input_gets_one_clear_error(bert_tok):
         pad_hidden([{"hidden": torch.zeros(3, 4), "token_type_ids": [0, 1]}])
 
 
-def test_lesson16_verdicts_fail_for_the_baseline_itself_and_for_empty_answers():
-    """Lesson 16's checks are `gain.low > 0` (beats the first sentence) and `em.low > 0`: the baseline
+def test_lesson17_verdicts_fail_for_the_baseline_itself_and_for_empty_answers():
+    """Lesson 17's checks are `gain.low > 0` (beats the first sentence) and `em.low > 0`: the baseline
     copied, an empty answer and a fixed answer fail them; the reference answers pass them."""
     dev = _dev_questions()[:400]
     first = [tasks.first_sentence(c) for _, c, _ in dev]

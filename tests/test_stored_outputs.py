@@ -146,7 +146,7 @@ def flagged_cells() -> dict[tuple[str, int], list[str]]:
 # --- the scanner itself ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
-    "largest change with the mask:    1.4e-06",       # lesson 04, issue 18: 2.1e-06 elsewhere
+    "largest change with the mask:    1.4e-06",       # lesson 05, issue 18: 2.1e-06 elsewhere
     "max abs diff 1.8e-05",
     "learning rates: ['0.0e+00', '4.0e-08', '8.0e-08']",
     "tensor([1.0000e+00, 3.2000e-07])",

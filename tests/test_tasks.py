@@ -309,8 +309,8 @@ def test_align_all_subtokens_reads_the_data_sets_own_names():
         tasks.bio_spans([9, -100], WNUT)
 
 
-def test_lesson14_verdicts_fail_for_all_O_and_for_the_rule_itself():
-    """Lesson 14 checks `f1.low > 0.2` and `gain over the capital-letter rule .low > 0`: predicting no entity,
+def test_lesson15_verdicts_fail_for_all_O_and_for_the_rule_itself():
+    """Lesson 15 checks `f1.low > 0.2` and `gain over the capital-letter rule .low > 0`: predicting no entity,
     or the rule itself, fails both; the true tags pass; a half-right tagger is judged on the same sentences."""
     if not os.environ.get("FTLIB_DATA_DIR"):
         pytest.skip("the WNUT-17 mirror (FTLIB_DATA_DIR) is not here")

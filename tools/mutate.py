@@ -173,7 +173,7 @@ MUTATIONS = [
              "k-fold remainder all in the last fold", METRICS),
     Mutation("M9", "ftlib/metrics.py", "return 100.0 * (1 + beta ** 2) * p * r / (beta ** 2 * p + r)",
              "return 100.0 * 2 * p * r / (p + r)", "chrF with beta = 1 (precision and recall alike)", METRICS),
-    # -------------------------------------------------------------- extractive QA (lesson 16)
+    # -------------------------------------------------------------- extractive QA (lesson 17)
     Mutation("Q1", "ftlib/tasks.py", "        em = max(em, float(pt == rt))\n", "        em = float(pt == rt)\n",
              "SQuAD exact match of the last reference, not the best over all of them", SQUAD),
     Mutation("Q2", "ftlib/tasks.py", "stride=stride, return_overflowing_tokens=True",
@@ -224,7 +224,7 @@ MUTATIONS = [
              "pass", "example and token counts of rank 0 only", DIST),
     Mutation("D3", "ftlib/train.py", "            dp.check_same(\"first batches of the epoch\", _checksum(batch))\n",
              "            pass\n", "no check that every process builds the same global batches", DIST),
-    # ------------------------------------------------------ the memory arithmetic (lesson 18)
+    # ------------------------------------------------------ the memory arithmetic (lesson 19)
     Mutation("Y1", "ftlib/memory.py", "attention=3 * layers * batch * heads * seq_len * seq_len * b",
              "attention=layers * batch * heads * seq_len * seq_len * b",
              "one L x L matrix a layer saved, not three (probabilities, dropout mask, dropped)", MEM),

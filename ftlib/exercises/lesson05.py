@@ -1,136 +1,134 @@
-"""Checks for the exercises of notebook 05 (the training loop)."""
+"""Checks for the exercises of notebook 05 (data)."""
 from __future__ import annotations
 
-import copy
 import math
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import numpy as np
 
 from ftlib.exercises import Wrong, close, exercise
 
 
-# ---- 05.1: warm-up steps from a warm-up ratio --------------------------------------------------
-def warmup_steps_reference(n_examples: int, batch_size: int, epochs: int, ratio: float) -> int:
-    """As ftlib.train.fit and transformers compute it: ceil(ratio x optimiser steps)."""
-    return math.ceil(ratio * math.ceil(n_examples / batch_size) * epochs)
+# ---- 05.1: padding fraction of a batch order ---------------------------------------------------
+def padding_fraction_reference(lengths, order, batch_size) -> float:
+    """Consecutive batches of ``order``, each padded to its longest row: the share of padding slots."""
+    slots = real = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start:start + batch_size]]
+        slots += len(batch) * max(batch)
+        real += sum(batch)
+    return 1 - real / slots
 
 
-_WARMUP_CASES = [(2000, 16, 1, 0.1), (67_349, 32, 3, 0.06), (67_349, 32, 3, 0.1), (1800, 16, 1, 0.1),
-                 (2, 32, 3, 0.1), (1000, 7, 2, 0.25)]
+def _padding_cases():
+    rng = np.random.default_rng(41)
+    lengths = [int(x) for x in rng.integers(3, 60, size=103)]
+    order = [int(i) for i in rng.permutation(103)]
+    by_length = sorted(range(103), key=lambda i: lengths[i])
+    return [(lengths, order, 16), (lengths, order, 7), (lengths, by_length, 10)]
 
 
 @exercise("05.1")
-def check_warmup(warmup_steps_for):
-    if not callable(warmup_steps_for):
-        raise Wrong("Answer with your function: answer = warmup_steps_for.")
-    for n, b, e, r in _WARMUP_CASES:
-        got, want = warmup_steps_for(n, b, e, r), warmup_steps_reference(n, b, e, r)
-        if got == want:
+def check_padding_fraction(padding_fraction):
+    if not callable(padding_fraction):
+        raise Wrong("Answer with your function: answer = padding_fraction.")
+    for lengths, order, bs in _padding_cases():
+        got = float(padding_fraction(list(lengths), list(order), bs))
+        want = padding_fraction_reference(lengths, order, bs)
+        if math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
             continue
-        call = f"warmup_steps_for({n}, {b}, {e}, {r})"
-        steps = math.ceil(n / b) * e
-        if got == math.ceil(r * (n // b) * e):
-            raise Wrong(f"{call}: {n} / {b} is not a whole number; the last, smaller batch is a step too "
-                        "(math.ceil(n_examples / batch_size) batches per epoch).")
-        if got in (math.ceil(r * math.ceil(n / b)), math.floor(r * math.ceil(n / b))) and e > 1:
-            raise Wrong(f"{call}: the ratio is of ALL the optimiser steps of the run: multiply by the epochs.")
-        if got in (int(r * steps), round(r * steps)):
-            raise Wrong(f"{call}: {r} x {steps} steps = {r * steps:g}; round up (math.ceil), as ftlib.train.fit "
-                        "and transformers do, so a short run still gets a warm-up step.")
-        if got in (math.ceil(r * n * e), math.ceil(r * n)):
-            raise Wrong(f"{call}: warm-up counts optimiser steps (batches), not examples.")
-        raise Wrong(f"{call} returned {got!r}; expected ceil(ratio x steps), steps = ceil(n / batch) x epochs.")
+        real = sum(lengths)
+        if math.isclose(got, 1 - want, rel_tol=1e-9):
+            raise Wrong("That is the share of REAL tokens; the exercise asks for the share of padding.")
+        if math.isclose(got, 1 - real / (len(lengths) * max(lengths)), rel_tol=1e-9):
+            raise Wrong("You padded every row to the longest row of the whole data set; dynamic padding pads "
+                        "each batch only to its own longest row.")
+        n_full = len(order) // bs * bs
+        full_only = padding_fraction_reference(lengths, order[:n_full], bs)
+        padded_last = sum(bs * max(lengths[i] for i in order[s:s + bs]) for s in range(0, len(order), bs))
+        if math.isclose(got, full_only, rel_tol=1e-9) or math.isclose(got, 1 - real / padded_last, rel_tol=1e-9):
+            raise Wrong(f"{len(order)} rows in batches of {bs} leave a last, smaller batch of "
+                        f"{len(order) - n_full}: count it, with its own size.")
+        per_batch = [padding_fraction_reference(lengths, order[s:s + bs], bs) for s in range(0, len(order), bs)]
+        if math.isclose(got, sum(per_batch) / len(per_batch), rel_tol=1e-9):
+            raise Wrong("You averaged the batches' padding fractions; divide the total padding slots by the "
+                        "total slots instead (batches of different widths weigh differently).")
+        close(got, want, what=f"padding_fraction with batch size {bs}", rtol=1e-9)
 
 
-# ---- 05.2: gradient accumulation with a smaller last micro-batch -------------------------------
-def _accum_model():
-    torch.manual_seed(52)
-    return nn.Linear(6, 3).double()
+# ---- 05.2: the smallest max_length that truncates at most a given share ------------------------
+def smallest_max_length_reference(token_lengths, at_most: float = 0.01) -> int:
+    lengths = np.asarray(token_lengths)
+    m = 1
+    while (lengths > m).mean() > at_most:       # a row of exactly m tokens is not truncated
+        m += 1
+    return m
 
 
-def _grads(model):
-    return [p.grad.detach().clone() for p in model.parameters()]
-
-
-def _variant(model, x, y, micro, scale):
-    """Gradients of sum_i scale(i) * mean-loss(micro-batch i)."""
-    model.zero_grad()
-    chunks = list(zip(x.split(micro), y.split(micro)))
-    for xi, yi in chunks:
-        (F.cross_entropy(model(xi), yi) * scale(len(xi), len(chunks))).backward()
-    return _grads(model)
-
-
-def _same_grads(a, b) -> bool:
-    return all(torch.allclose(g, w, rtol=1e-6, atol=1e-10) for g, w in zip(a, b))
+def _length_cases():
+    rng = np.random.default_rng(42)
+    a = rng.integers(2, 80, size=500)
+    b = np.concatenate([np.full(95, 10), np.arange(11, 16)])      # exactly 5 rows longer than 10
+    c = rng.poisson(20, size=1000) + 2
+    return [(a, 0.01), (b, 0.05), (b, 0.04), (c, 0.0), (c, 0.1)]
 
 
 @exercise("05.2")
-def check_accumulate(accumulate):
-    if not callable(accumulate):
-        raise Wrong("Answer with your function: answer = accumulate.")
-    base = _accum_model()
-    gen = torch.Generator().manual_seed(52)
-    x = torch.randn(10, 6, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (10,), generator=gen)
-    full = copy.deepcopy(base)
-    F.cross_entropy(full(x), y).backward()
-    want = _grads(full)
-    for micro in (5, 4, 10, 3):                        # equal sizes first, then a smaller last one
-        model = copy.deepcopy(base)
-        for p in model.parameters():                   # left over from a previous step
-            p.grad = torch.ones_like(p)
-
-        def at_most_micro(module, args, micro=micro):  # the full batch "does not fit": refuse it
-            rows = args[0].shape[0] if args and hasattr(args[0], "shape") and args[0].ndim > 1 else 1
-            if rows > micro:
-                raise Wrong(f"accumulate ran the model on {rows} rows at once, but micro_batch_size={micro}: the "
-                            "point is that only that many fit in memory. Split x and y with "
-                            ".split(micro_batch_size) and run one micro-batch at a time.")
-        model.register_forward_pre_hook(at_most_micro)
-        accumulate(model, x.clone(), y.clone(), micro)
-        if any(p.grad is None for p in model.parameters()):
-            raise Wrong("After accumulate, every parameter's .grad should hold the gradient: call .backward() "
-                        "on each micro-batch's loss.")
-        got = _grads(model)
-        if _same_grads(got, want):
+def check_smallest_max_length(smallest_max_length):
+    if not callable(smallest_max_length):
+        raise Wrong("Answer with your function: answer = smallest_max_length.")
+    for lengths, at_most in _length_cases():
+        got = smallest_max_length(lengths.copy(), at_most)
+        want = smallest_max_length_reference(lengths, at_most)
+        if not isinstance(got, (int, np.integer)) and not (isinstance(got, float) and got.is_integer()):
+            raise Wrong(f"max_length is a whole number of tokens, got {got!r}.")
+        got = int(got)
+        if got == want:
             continue
-        if _same_grads([g - 1 for g in got], want):
-            raise Wrong("Start from zero: gradients add up in .grad, so clear them (model.zero_grad()) before "
-                        "the first micro-batch.")
-        k = math.ceil(len(x) / micro)
-        sizes = [len(c) for c in x.split(micro)]
-        if _same_grads(got, _variant(copy.deepcopy(base), x, y, micro, lambda n, k: 1.0)):
-            raise Wrong(f"With micro_batch_size={micro} your gradient is the SUM of the {k} micro-batch mean "
-                        "losses' gradients, about k times too big: scale each micro-batch's loss before backward().")
-        if _same_grads(got, _variant(copy.deepcopy(base), x, y, micro, lambda n, k: 1.0 / k)):
-            raise Wrong(f"Dividing by the number of micro-batches is exact only when they are the same size; with "
-                        f"micro_batch_size={micro} they are {sizes}. Weight each micro-batch's mean loss by its "
-                        "size / the full batch size (or sum per-example losses and divide by the total).")
-        close(got[0], want[0], what=f"the weight gradient with micro_batch_size={micro}", rtol=1e-6, atol=1e-10)
-        close(got[1], want[1], what=f"the bias gradient with micro_batch_size={micro}", rtol=1e-6, atol=1e-10)
+        truncated = (lengths > got).mean()
+        if truncated > at_most:
+            raise Wrong(f"At max_length={got}, {truncated:.2%} of the rows are longer (more than {at_most:.2%}). "
+                        "A row is truncated only when it has MORE than max_length tokens.")
+        if got == want + 1:
+            raise Wrong(f"{got - 1} already truncates at most {at_most:.2%}: a row of exactly max_length tokens "
+                        "fits, so compare with > (not >=).")
+        raise Wrong(f"{got} works, but a smaller max_length truncates at most {at_most:.2%} too: find the smallest.")
 
 
-# ---- 05.3: averaging an evaluation loss over batches -------------------------------------------
+# ---- 05.3: a held-out split without the leak ---------------------------------------------------
+VAL = ["a gorgeous film", "the acting", "not worth the ticket", "dull", "a triumph of style",
+       "oddly moving", "the acting is superb"]
+TRAIN = ["the acting is superb , the plot is not", "a dull , plodding mess", "oddly moving",
+         "in the end a triumph", "gorgeous"]
+
+
+def drop_leaks_reference(val_sentences, train_sentences) -> list[str]:
+    """The validation phrases that occur nowhere inside (or as) a training phrase, in their order."""
+    return [s for s in val_sentences if not any(s in t for t in train_sentences)]
+
+
 @exercise("05.3")
-def check_mean_over_examples(mean_over_examples):
-    if not callable(mean_over_examples):
-        raise Wrong("Answer with your function: answer = mean_over_examples.")
-    gen = torch.Generator().manual_seed(53)
-    sizes = [64] * 13 + [40]                           # 872 validation sentences in batches of 64
-    means = (torch.rand(len(sizes), generator=gen, dtype=torch.float64) * 0.5 + 0.2).tolist()
-    got = float(mean_over_examples(list(means), list(sizes)))
-    want = sum(m * n for m, n in zip(means, sizes)) / sum(sizes)
-    if math.isclose(got, want, rel_tol=1e-9):
-        equal = float(mean_over_examples([0.3, 0.5, 0.7], [8, 8, 8]))
-        close(equal, 0.5, what="the mean over examples for three batches of 8", rtol=1e-9)
+def check_drop_leaks(drop_leaks):
+    if not callable(drop_leaks):
+        raise Wrong("Answer with your function: answer = drop_leaks.")
+    from ftlib.data import drop_leaks as kept_in_ftlib
+    if drop_leaks is kept_in_ftlib:
+        raise Wrong("That is ftlib's drop_leaks, which lesson 06 uses once you have written your own: write it here.")
+    got = list(drop_leaks(list(VAL), list(TRAIN)))
+    want = drop_leaks_reference(VAL, TRAIN)
+    if got == want:
         return
-    if math.isclose(got, sum(means) / len(means), rel_tol=1e-9):
-        raise Wrong("That is seed 000's average of batch means: the last batch (40 sentences) counts as much as a "
-                    "full one (64). Weight each batch mean by its batch size.")
-    if math.isclose(got, sum(means) / sum(sizes), rel_tol=1e-9):
-        raise Wrong("Each batch mean is already divided by its batch size: multiply it back by the size to get "
-                    "the batch's sum of losses, add those up, then divide by the number of examples.")
-    close(got, want, what="the mean over examples", rtol=1e-9)
+    if sorted(got) == sorted(want):
+        raise Wrong("Right phrases, but keep them in the order of val_sentences.")
+    if got == [s for s in VAL if s not in TRAIN]:
+        raise Wrong("You dropped exact duplicates only. SST-2's training phrases are pieces of whole sentences: "
+                    "a validation phrase also leaks when it occurs INSIDE a longer training phrase "
+                    "(e.g. 'the acting' inside 'the acting is superb , the plot is not').")
+    if got == [s for s in VAL if not any(t in s for t in TRAIN)]:
+        raise Wrong("The other way round: drop a validation phrase when it occurs inside a training phrase "
+                    "(s in t), not when a training phrase occurs inside it.")
+    if got == [s for s in VAL if not any(s in t for t in TRAIN if len(t) > len(s))]:
+        raise Wrong("An identical training phrase is a leak too: drop the validation phrases that equal a "
+                    "training phrase as well.")
+    missing = [s for s in want if s not in got]
+    extra = [s for s in got if s not in want]
+    raise Wrong(f"On a toy example: kept {extra} that should go, dropped {missing} that should stay.")

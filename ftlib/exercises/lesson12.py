@@ -1,78 +1,60 @@
-"""Checks for the exercises of notebook 12 (instruction tuning and preference tuning)."""
+"""Checks for the exercises of notebook 12 (GPT on a GPU)."""
 import math
 
 from ftlib.exercises import Wrong, close, exercise
 
-PROMPT = [1, 9690, 198, 2683, 2, 198, 1, 520, 9531, 198]
-FULL = [1, 9690, 198, 2683, 2, 198, 1, 520, 9531, 198, 504, 1069, 2, 198]
-PAD, WIDTH = 2, 16
+CE = [2.0, 3.0, 1.0, 4.0, 2.5]             # the per-token losses given in exercise 12.1
 
 
 @exercise("12.1")
-def sft_labels(answer):
-    """The 16 labels of the padded row: prompt -100, response (with its <|im_end|>) kept, padding -100."""
-    want = [-100] * len(PROMPT) + FULL[len(PROMPT):] + [-100] * (WIDTH - len(FULL))
+def perplexity_of(answer):
+    """Perplexity of the per-token cross-entropies CE (nats)."""
+    want = math.exp(sum(CE) / len(CE))
+    mean_of_exp = sum(math.exp(c) for c in CE) / len(CE)
     try:
-        got = [int(x) for x in answer]
+        got = float(answer)
     except (TypeError, ValueError):
-        raise Wrong("Give a list of 16 whole numbers.") from None
-    if len(got) != WIDTH:
-        raise Wrong(f"The padded row has {WIDTH} tokens, so it needs {WIDTH} labels; you gave {len(got)}.")
-    padded = FULL + [PAD] * (WIDTH - len(FULL))
-    if got == padded:
-        raise Wrong("Those are the input ids: the prompt and the padding must not be targets (label -100).")
-    if got == [-100 if t == PAD else t for t in padded] or got == [-100] * len(PROMPT) + [
-            -100 if t == PAD else t for t in padded[len(PROMPT):]]:
-        raise Wrong("You masked by the pad id: 2 is also <|im_end|>, the token that ends the answer. "
-                    "Find the padding by position (the attention mask), and keep the end-of-turn target.")
-    if got == [-100] * len(PROMPT) + padded[len(PROMPT):]:
-        raise Wrong("The padding is still scored: label it -100.")
-    if got == want[1:] + [-100] or got == [-100] * (len(PROMPT) - 1) + FULL[len(PROMPT):] + [-100] * (WIDTH - len(FULL) + 1):
-        raise Wrong("Do not shift the labels yourself: labels equal the input ids where set; the loss shifts.")
-    if got[:len(PROMPT)] != [-100] * len(PROMPT):
-        raise Wrong("The prompt's tokens are given, not generated: label every one of them -100.")
-    close(got, want, what="the labels")
-
-
-def _dpo(pc, pr, rc, rr, beta):
-    return -math.log(1 / (1 + math.exp(-beta * ((pc - rc) - (pr - rr)))))
+        raise Wrong("Give one number.") from None
+    if abs(got - mean_of_exp) < 1e-3 * mean_of_exp:
+        raise Wrong("That is the mean of the exponentials: take the exponential of the mean loss.")
+    if abs(got - sum(CE) / len(CE)) < 1e-6:
+        raise Wrong("That is the mean cross-entropy; perplexity is its exponential.")
+    close(got, want, what="the perplexity", rtol=1e-4)
 
 
 @exercise("12.2")
-def dpo_value(answer):
-    """The DPO loss of one pair: policy -12 / -15, reference -13 / -14 (chosen / rejected), beta 0.1."""
-    want = _dpo(-12.0, -15.0, -13.0, -14.0, 0.1)
+def mfu_of_run(answer):
+    """MFU of 400,000 training tokens/s of course-gpt (N=134,515,008, 30 layers, d=576, T=1024) on an H100 SXM."""
+    from ftlib.flops import PEAK_BF16_TFLOPS
+
+    # course-gpt ties its output layer to the embedding, so all N weights do matmul work once
+    fpt = 6 * 134_515_008 + 12 * 30 * 576 * 1024
+    want = 400_000 * fpt / (PEAK_BF16_TFLOPS["NVIDIA H100 80GB HBM3"] * 1e12)
     try:
         got = float(answer)
     except (TypeError, ValueError):
-        raise Wrong("Give one number.") from None
-    wrong = {_dpo(-12.0, -15.0, 0.0, 0.0, 0.1): "You left out the reference: the reward is beta times the log-ratio "
-                                                 "log pi(y) - log pi_ref(y), for both answers.",
-             _dpo(-12.0, -15.0, -13.0, -14.0, 1.0): "Multiply the difference of log-ratios by beta = 0.1.",
-             _dpo(-15.0, -12.0, -14.0, -13.0, 0.1): "The chosen answer's log-ratio comes first: "
-                                                     "-log sigmoid(beta * (chosen - rejected)).",
-             math.log(2): "log 2 is the loss when the policy equals the reference; here it does not.",
-             -want: "The loss is minus the log-sigmoid: it is positive."}
-    for value, why in wrong.items():
-        if abs(got - value) < 1e-4 and abs(value - want) > 1e-4:
-            raise Wrong(why)
-    close(got, want, what="the DPO loss", rtol=1e-4)
+        raise Wrong("Give one number, a fraction such as 0.25 (not a percentage).") from None
+    if abs(got - 100 * want) < 1e-2 * 100 * want:
+        raise Wrong("Give MFU as a fraction (0.25), not a percentage (25).")
+    if abs(got - 400_000 * 6 * 134_515_008 / 989e12) < 1e-3 * want:
+        raise Wrong("You left out the attention term 12 * layers * d_model * seq_len.")
+    if abs(got - want / 3) < 1e-2 * want:
+        raise Wrong("Training costs forward + backward, 3x the forward FLOPs: use 6 N, not 2 N.")
+    close(got, want, what="the MFU", rtol=1e-3)
 
 
 @exercise("12.3")
-def response_mean(answer):
-    """The SFT loss of a batch: one mean over the response tokens of every row."""
-    rows = [([0.5, 0.5], [1.0, 2.0, 3.0]), ([0.2], [6.0])]
-    want = sum(sum(r) for _, r in rows) / sum(len(r) for _, r in rows)
+def blocks_from_documents(answer):
+    """(full blocks, tokens dropped) when documents of 100, 50 and 30 tokens, each followed by an
+    end-of-text token, are packed into blocks of 64 without keeping the remainder."""
     try:
-        got = float(answer)
+        blocks, dropped = answer
     except (TypeError, ValueError):
-        raise Wrong("Give one number.") from None
-    per_row = sum(sum(r) / len(r) for _, r in rows) / len(rows)
-    everything = sum(sum(p) + sum(r) for p, r in rows) / sum(len(p) + len(r) for p, r in rows)
-    if abs(got - per_row) < 1e-6:
-        raise Wrong("That is the mean of the rows' means: it weighs a one-token answer like a long one. "
-                    "Average over all response tokens of the batch.")
-    if abs(got - everything) < 1e-6:
-        raise Wrong("The prompt's tokens are not targets: leave their losses out.")
-    close(got, want, what="the loss", rtol=1e-6)
+        raise Wrong("Give two numbers: (full blocks, tokens dropped).") from None
+    total = 100 + 50 + 30 + 3
+    if (blocks, dropped) == (180 // 64, 180 % 64):
+        raise Wrong("Each document is followed by an end-of-text token: count those three too.")
+    if blocks == 1 + 0 + 0:
+        raise Wrong("Packing concatenates the documents first, then cuts the stream; it does not cut each one.")
+    close(blocks, total // 64, what="the number of blocks")
+    close(dropped, total % 64, what="the tokens dropped")

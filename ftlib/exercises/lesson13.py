@@ -1,80 +1,78 @@
-"""Checks for the exercises of lesson 13 (deployment and compression)."""
-from __future__ import annotations
-
+"""Checks for the exercises of notebook 13 (instruction tuning and preference tuning)."""
 import math
-
-import torch
 
 from ftlib.exercises import Wrong, close, exercise
 
-
-def _int8_size_mb() -> tuple[float, float]:
-    """(float32 MB, expected int8 MB) of course-bert with a 2-class head, counted from its parameters."""
-    import ftlib
-
-    model = ftlib.load_model("course-bert", task="classification", num_labels=2)
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    total = sum(p.numel() for p in model.parameters())
-    return total * 4 / 1e6, (linear * 1 + (total - linear) * 4) / 1e6
+PROMPT = [1, 9690, 198, 2683, 2, 198, 1, 520, 9531, 198]
+FULL = [1, 9690, 198, 2683, 2, 198, 1, 520, 9531, 198, 504, 1069, 2, 198]
+PAD, WIDTH = 2, 16
 
 
 @exercise("13.1")
-def int8_size(answer):
-    """Expected megabytes of course-bert after dynamic int8 quantisation of every nn.Linear."""
-    fp32, want = _int8_size_mb()
+def sft_labels(answer):
+    """The 16 labels of the padded row: prompt -100, response (with its <|im_end|>) kept, padding -100."""
+    want = [-100] * len(PROMPT) + FULL[len(PROMPT):] + [-100] * (WIDTH - len(FULL))
     try:
-        got = float(answer)
+        got = [int(x) for x in answer]
     except (TypeError, ValueError):
-        raise Wrong(f"Give a number of megabytes (10^6 bytes), got {type(answer).__name__}.") from None
-    if math.isclose(got, fp32, rel_tol=0.02):
-        raise Wrong("That is the float32 size: only the Linear *weights* become 1 byte each.")
-    if math.isclose(got, fp32 / 4, rel_tol=0.02):
-        raise Wrong("Not every parameter is quantised: embeddings, LayerNorm and biases stay 4 bytes each.")
-    if not math.isclose(got, want, rel_tol=0.02):
-        raise Wrong("Count the weights of the nn.Linear modules (1 byte each) and every other parameter "
-                    "(4 bytes each); divide by 1e6.")
+        raise Wrong("Give a list of 16 whole numbers.") from None
+    if len(got) != WIDTH:
+        raise Wrong(f"The padded row has {WIDTH} tokens, so it needs {WIDTH} labels; you gave {len(got)}.")
+    padded = FULL + [PAD] * (WIDTH - len(FULL))
+    if got == padded:
+        raise Wrong("Those are the input ids: the prompt and the padding must not be targets (label -100).")
+    if got == [-100 if t == PAD else t for t in padded] or got == [-100] * len(PROMPT) + [
+            -100 if t == PAD else t for t in padded[len(PROMPT):]]:
+        raise Wrong("You masked by the pad id: 2 is also <|im_end|>, the token that ends the answer. "
+                    "Find the padding by position (the attention mask), and keep the end-of-turn target.")
+    if got == [-100] * len(PROMPT) + padded[len(PROMPT):]:
+        raise Wrong("The padding is still scored: label it -100.")
+    if got == want[1:] + [-100] or got == [-100] * (len(PROMPT) - 1) + FULL[len(PROMPT):] + [-100] * (WIDTH - len(FULL) + 1):
+        raise Wrong("Do not shift the labels yourself: labels equal the input ids where set; the loss shifts.")
+    if got[:len(PROMPT)] != [-100] * len(PROMPT):
+        raise Wrong("The prompt's tokens are given, not generated: label every one of them -100.")
+    close(got, want, what="the labels")
 
 
-def _psi_reference(p, q):
-    p, q = torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)
-    return float(((q - p) * (q / p).log()).sum())
+def _dpo(pc, pr, rc, rr, beta):
+    return -math.log(1 / (1 + math.exp(-beta * ((pc - rc) - (pr - rr)))))
 
 
 @exercise("13.2")
-def psi_from_shares(fn):
-    """``fn(p, q)``: the population stability index of two lists of shares (each summing to 1)."""
-    if not callable(fn):
-        raise Wrong("Give a function psi(p, q) that takes two lists of shares.")
-    gen = torch.Generator().manual_seed(12)
-    cases = [([0.5, 0.5], [0.5, 0.5]), ([0.5, 0.5], [0.8, 0.2]), ([0.2, 0.3, 0.5], [0.5, 0.3, 0.2])]
-    for _ in range(3):
-        p, q = torch.rand(5, generator=gen) + 0.05, torch.rand(5, generator=gen) + 0.05
-        cases.append(((p / p.sum()).tolist(), (q / q.sum()).tolist()))
-    for p, q in cases:
-        got = fn(p, q)
-        want = _psi_reference(p, q)
-        kl = float((torch.tensor(q) * (torch.tensor(q) / torch.tensor(p)).log()).sum())
-        if want > 1e-6 and math.isclose(float(got), kl, rel_tol=1e-4):
-            raise Wrong(f"psi({p}, {q}) gave KL(q || p) only: PSI is symmetric, sum of (q - p) * ln(q / p).")
-        close(got, want, what=f"psi({[round(x, 3) for x in p]}, {[round(x, 3) for x in q]})", rtol=1e-4, atol=1e-8)
+def dpo_value(answer):
+    """The DPO loss of one pair: policy -12 / -15, reference -13 / -14 (chosen / rejected), beta 0.1."""
+    want = _dpo(-12.0, -15.0, -13.0, -14.0, 0.1)
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        raise Wrong("Give one number.") from None
+    wrong = {_dpo(-12.0, -15.0, 0.0, 0.0, 0.1): "You left out the reference: the reward is beta times the log-ratio "
+                                                 "log pi(y) - log pi_ref(y), for both answers.",
+             _dpo(-12.0, -15.0, -13.0, -14.0, 1.0): "Multiply the difference of log-ratios by beta = 0.1.",
+             _dpo(-15.0, -12.0, -14.0, -13.0, 0.1): "The chosen answer's log-ratio comes first: "
+                                                     "-log sigmoid(beta * (chosen - rejected)).",
+             math.log(2): "log 2 is the loss when the policy equals the reference; here it does not.",
+             -want: "The loss is minus the log-sigmoid: it is positive."}
+    for value, why in wrong.items():
+        if abs(got - value) < 1e-4 and abs(value - want) > 1e-4:
+            raise Wrong(why)
+    close(got, want, what="the DPO loss", rtol=1e-4)
 
 
 @exercise("13.3")
-def distillation_kl(fn):
-    """``fn(student_logits, teacher_logits, T)``: T^2 * KL(teacher_T || student_T), mean over the batch."""
-    if not callable(fn):
-        raise Wrong("Give a function kd(student_logits, teacher_logits, T).")
-    gen = torch.Generator().manual_seed(3)
-    for T in (1.0, 2.0, 4.0):
-        s, t = torch.randn(6, 4, generator=gen) * 3, torch.randn(6, 4, generator=gen) * 3
-        p_t = (t / T).softmax(-1)
-        want = (p_t * (p_t.log() - (s / T).log_softmax(-1))).sum(-1).mean() * T * T
-        got = fn(s.clone(), t.clone(), T)
-        got = float(got)
-        if T != 1.0 and math.isclose(got, float(want) / (T * T), rel_tol=1e-4):
-            raise Wrong("Multiply by T**2: softening by T shrinks the gradients by 1/T**2.")
-        reverse = ((s / T).softmax(-1) * ((s / T).log_softmax(-1) - p_t.log())).sum(-1).mean() * T * T
-        if math.isclose(got, float(reverse), rel_tol=1e-4) and not math.isclose(got, float(want), rel_tol=1e-4):
-            raise Wrong("That is KL(student || teacher): the teacher's distribution is the target, "
-                        "KL(teacher || student) = sum p_teacher * (log p_teacher - log p_student).")
-        close(got, want, what=f"the loss at T={T}", rtol=1e-4, atol=1e-6)
+def response_mean(answer):
+    """The SFT loss of a batch: one mean over the response tokens of every row."""
+    rows = [([0.5, 0.5], [1.0, 2.0, 3.0]), ([0.2], [6.0])]
+    want = sum(sum(r) for _, r in rows) / sum(len(r) for _, r in rows)
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        raise Wrong("Give one number.") from None
+    per_row = sum(sum(r) / len(r) for _, r in rows) / len(rows)
+    everything = sum(sum(p) + sum(r) for p, r in rows) / sum(len(p) + len(r) for p, r in rows)
+    if abs(got - per_row) < 1e-6:
+        raise Wrong("That is the mean of the rows' means: it weighs a one-token answer like a long one. "
+                    "Average over all response tokens of the batch.")
+    if abs(got - everything) < 1e-6:
+        raise Wrong("The prompt's tokens are not targets: leave their losses out.")
+    close(got, want, what="the loss", rtol=1e-6)

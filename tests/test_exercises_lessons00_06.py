@@ -1,4 +1,4 @@
-"""The exercise checks of lessons 00-05: right answers pass, typical mistakes get their hint.
+"""The exercise checks of lessons 00-06: right answers pass, typical mistakes get their hint.
 
 The right answers here are written independently of the checks (from the maths or the library),
 so a check that computes the wrong expected value fails these tests.
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ftlib.exercises import check, list_exercises
 
 IDS = ["00.1", "00.2", "01.1", "01.2", "01.3", "02.1", "02.2", "02.3", "02.4",
-       "03.1", "03.2", "03.3", "04.1", "04.2", "04.3", "05.1", "05.2", "05.3"]
+       "03.1", "03.2", "03.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3"]
 
 
 def run(capsys, exercise_id, *answer):
@@ -275,14 +275,14 @@ def _padding(lengths, order, bs):
     return (slots - sum(lengths[i] for i in order)) / slots
 
 
-def test_04_1(capsys):
-    passes(capsys, "04.1", _padding)
-    fails(capsys, "04.1", lambda l, o, b: 1 - _padding(l, o, b), hint="REAL tokens")
-    fails(capsys, "04.1", lambda l, o, b: 1 - sum(l) / (len(l) * max(l)), hint="whole data set")
-    fails(capsys, "04.1", lambda l, o, b: _padding(l, o[:len(o) // b * b], b), hint="smaller batch")
+def test_05_1(capsys):
+    passes(capsys, "05.1", _padding)
+    fails(capsys, "05.1", lambda l, o, b: 1 - _padding(l, o, b), hint="REAL tokens")
+    fails(capsys, "05.1", lambda l, o, b: 1 - sum(l) / (len(l) * max(l)), hint="whole data set")
+    fails(capsys, "05.1", lambda l, o, b: _padding(l, o[:len(o) // b * b], b), hint="smaller batch")
 
 
-def test_04_2(capsys):
+def test_05_2(capsys):
     import numpy as np
 
     def smallest(lengths, at_most=0.01):
@@ -291,41 +291,41 @@ def test_04_2(capsys):
             if np.count_nonzero(lengths > m) <= at_most * len(lengths):
                 return m
 
-    passes(capsys, "04.2", smallest)
+    passes(capsys, "05.2", smallest)
 
     def with_ge(lengths, at_most=0.01):
         lengths = np.asarray(lengths)
         return next(m for m in range(1, 10_000) if (lengths >= m).mean() <= at_most)
-    fails(capsys, "04.2", with_ge, hint="not >=")
-    fails(capsys, "04.2", lambda lengths, at_most=0.01: int(np.max(lengths)) + 5, hint="find the smallest")
+    fails(capsys, "05.2", with_ge, hint="not >=")
+    fails(capsys, "05.2", lambda lengths, at_most=0.01: int(np.max(lengths)) + 5, hint="find the smallest")
 
 
-def test_04_3(capsys):
+def test_05_3(capsys):
     def no_leak(val, train):
         return [v for v in val if all(v not in t for t in train)]
 
-    passes(capsys, "04.3", no_leak)
-    fails(capsys, "04.3", lambda val, train: [v for v in val if v not in set(train)], hint="INSIDE")
-    fails(capsys, "04.3", lambda val, train: [v for v in val if all(t not in v for t in train)], hint="other way round")
-    fails(capsys, "04.3", lambda val, train: sorted(no_leak(val, train)), hint="order")
+    passes(capsys, "05.3", no_leak)
+    fails(capsys, "05.3", lambda val, train: [v for v in val if v not in set(train)], hint="INSIDE")
+    fails(capsys, "05.3", lambda val, train: [v for v in val if all(t not in v for t in train)], hint="other way round")
+    fails(capsys, "05.3", lambda val, train: sorted(no_leak(val, train)), hint="order")
     import ftlib
-    fails(capsys, "04.3", ftlib.drop_leaks, hint="write it here")       # the shortcut: ftlib's own
+    fails(capsys, "05.3", ftlib.drop_leaks, hint="write it here")       # the shortcut: ftlib's own
 
 
 # ---- 05 -----------------------------------------------------------------------------------------
-def test_05_1(capsys):
+def test_06_1(capsys):
     def warmup(n, b, e, r):
         steps = (n + b - 1) // b * e
         return math.ceil(r * steps)
 
-    passes(capsys, "05.1", warmup)
+    passes(capsys, "06.1", warmup)
     assert warmup(67_349, 32, 3, 0.06) == 379
-    fails(capsys, "05.1", lambda n, b, e, r: math.ceil(r * (n // b) * e), hint="smaller batch")
-    fails(capsys, "05.1", lambda n, b, e, r: int(r * math.ceil(n / b) * e), hint="round up")
-    fails(capsys, "05.1", lambda n, b, e, r: math.ceil(r * n * e), hint="not examples")
+    fails(capsys, "06.1", lambda n, b, e, r: math.ceil(r * (n // b) * e), hint="smaller batch")
+    fails(capsys, "06.1", lambda n, b, e, r: int(r * math.ceil(n / b) * e), hint="round up")
+    fails(capsys, "06.1", lambda n, b, e, r: math.ceil(r * n * e), hint="not examples")
 
 
-def test_05_2(capsys):
+def test_06_2(capsys):
     def accumulate(model, x, y, micro):
         model.zero_grad()
         for xi, yi in zip(x.split(micro), y.split(micro)):
@@ -346,24 +346,24 @@ def test_05_2(capsys):
         for xi, yi in zip(x.split(micro), y.split(micro)):
             F.cross_entropy(model(xi), yi, reduction="sum").div(len(x)).backward()
 
-    passes(capsys, "05.2", accumulate)
-    fails(capsys, "05.2", divide_by_k, hint="same size")
-    fails(capsys, "05.2", no_scaling, hint="SUM")
-    fails(capsys, "05.2", no_zero, hint="zero_grad")
+    passes(capsys, "06.2", accumulate)
+    fails(capsys, "06.2", divide_by_k, hint="same size")
+    fails(capsys, "06.2", no_scaling, hint="SUM")
+    fails(capsys, "06.2", no_zero, hint="zero_grad")
 
     def one_full_batch(model, x, y, micro):      # the shortcut: the right gradient, without accumulating
         model.zero_grad()
         F.cross_entropy(model(x), y).backward()
-    fails(capsys, "05.2", one_full_batch, hint="rows at once")
+    fails(capsys, "06.2", one_full_batch, hint="rows at once")
 
 
-def test_05_3(capsys):
+def test_06_3(capsys):
     def weighted(means, sizes):
         return float(torch.tensor(means, dtype=torch.float64) @ torch.tensor(sizes, dtype=torch.float64) / sum(sizes))
 
-    passes(capsys, "05.3", weighted)
-    fails(capsys, "05.3", lambda means, sizes: sum(means) / len(means), hint="seed 000")
-    fails(capsys, "05.3", lambda means, sizes: sum(means) / sum(sizes), hint="multiply it back")
+    passes(capsys, "06.3", weighted)
+    fails(capsys, "06.3", lambda means, sizes: sum(means) / len(means), hint="seed 000")
+    fails(capsys, "06.3", lambda means, sizes: sum(means) / sum(sizes), hint="multiply it back")
 
 
 def test_a_crashing_answer_is_reported_not_raised(capsys):
