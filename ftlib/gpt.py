@@ -1,6 +1,6 @@
 """A Llama-style decoder written from scratch, that runs course-gpt's real weights.
 
-Derived in notebook 03.  course-gpt (SmolLM2-135M) is a stack of 30 identical blocks::
+Derived in notebook 04.  course-gpt (SmolLM2-135M) is a stack of 30 identical blocks::
 
     x = embedding(token)                               # no position embedding here ...
     for each layer:                                    # "pre-norm": norm BEFORE each sub-layer

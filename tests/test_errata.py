@@ -14,7 +14,7 @@ NB = ROOT / "notebooks" / "20_seed_errata.ipynb"
 SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 SEED_FILES = {"000": "000_aea4686527de71d4.txt", "001": "001_2b010f8e0a5a471e.txt", "002": "002_3337590c4af5c086.txt",
               "003": "003_d740a05376a7b249.txt", "004": "004_cad6dd51d5e0edf7.txt"}
-LESSONS = {"00_start_here", "01_cross_entropy", "02_attention", "03_transformers_from_scratch", "05_data",
+LESSONS = {"00_start_here", "01_cross_entropy", "02_attention", "03_tokenizers_and_encoder", "04_decoder_and_generation", "05_data",
            "06_training_loop", "07_strategies", "08_overfitting", "09_rules_and_hybrid", "10_evaluation",
            "11_bert_on_gpu", "12_gpt_on_gpu", "13_instruction_tuning", "14_deployment", "15_named_entities", "16_sentence_pairs", "17_question_answering", "18_translation",
            "19_scaling_out"}

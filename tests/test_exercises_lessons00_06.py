@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ftlib.exercises import check, list_exercises
 
 IDS = ["00.1", "00.2", "01.1", "01.2", "01.3", "02.1", "02.2", "02.3", "02.4",
-       "03.1", "03.2", "03.3", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3"]
+       "03.1", "04.1", "04.2", "05.1", "05.2", "05.3", "06.1", "06.2", "06.3"]
 
 
 def run(capsys, exercise_id, *answer):
@@ -33,7 +33,7 @@ def fails(capsys, exercise_id, *answer, hint):
 
 
 def test_all_registered():
-    for lesson in ("00", "01", "02", "03", "04", "05"):
+    for lesson in ("00", "01", "02", "03", "04", "05", "06"):
         assert [i for i in IDS if i.startswith(lesson)] == list_exercises(lesson)
 
 
@@ -209,20 +209,6 @@ def test_02_4(capsys):
 
 # ---- 03 -----------------------------------------------------------------------------------------
 def test_03_1(capsys):
-    from ftlib.gpt import GPTConfig
-
-    def kv(cfg, n, b=4):
-        per_layer = 2 * cfg.num_kv_heads * (cfg.hidden_size // cfg.num_heads)
-        return per_layer * cfg.num_layers * n * b
-
-    passes(capsys, "03.1", kv)
-    assert kv(GPTConfig(), 1) == 46_080          # course-gpt: 30 layers x 3 kv heads x 64 x 2 x 4 bytes
-    fails(capsys, "03.1", lambda c, n, b=4: kv(c, n, b) // c.num_kv_heads * c.num_heads, hint="num_kv_heads")
-    fails(capsys, "03.1", lambda c, n, b=4: kv(c, n, b) // 2, hint="keys AND values")
-    fails(capsys, "03.1", lambda c, n, b=4: kv(c, n, b) // c.num_layers, hint="every layer")
-
-
-def test_03_2(capsys):
     def mean_pool(h, mask):
         out = []
         for row, m in zip(h, mask):
@@ -230,13 +216,28 @@ def test_03_2(capsys):
             out.append(v / v.norm())
         return torch.stack(out)
 
-    passes(capsys, "03.2", mean_pool)
-    fails(capsys, "03.2", lambda h, m: F.normalize(h.mean(1), dim=-1), hint="padding")
-    fails(capsys, "03.2", lambda h, m: F.normalize(h[:, 0], dim=-1), hint="[CLS]")
-    fails(capsys, "03.2", lambda h, m: mean_pool(h, m) * 3.0, hint="Normalise")
+    passes(capsys, "03.1", mean_pool)
+    fails(capsys, "03.1", lambda h, m: F.normalize(h.mean(1), dim=-1), hint="padding")
+    fails(capsys, "03.1", lambda h, m: F.normalize(h[:, 0], dim=-1), hint="[CLS]")
+    fails(capsys, "03.1", lambda h, m: mean_pool(h, m) * 3.0, hint="Normalise")
 
 
-def test_03_3(capsys):
+# ---- 04 -----------------------------------------------------------------------------------------
+def test_04_1(capsys):
+    from ftlib.gpt import GPTConfig
+
+    def kv(cfg, n, b=4):
+        per_layer = 2 * cfg.num_kv_heads * (cfg.hidden_size // cfg.num_heads)
+        return per_layer * cfg.num_layers * n * b
+
+    passes(capsys, "04.1", kv)
+    assert kv(GPTConfig(), 1) == 46_080          # course-gpt: 30 layers x 3 kv heads x 64 x 2 x 4 bytes
+    fails(capsys, "04.1", lambda c, n, b=4: kv(c, n, b) // c.num_kv_heads * c.num_heads, hint="num_kv_heads")
+    fails(capsys, "04.1", lambda c, n, b=4: kv(c, n, b) // 2, hint="keys AND values")
+    fails(capsys, "04.1", lambda c, n, b=4: kv(c, n, b) // c.num_layers, hint="every layer")
+
+
+def test_04_2(capsys):
     def nucleus(logits, p):
         out = torch.full_like(logits, float("-inf"))
         for r in range(logits.shape[0]):
@@ -249,17 +250,17 @@ def test_03_3(capsys):
                     break
         return out
 
-    passes(capsys, "03.3", nucleus)
+    passes(capsys, "04.2", nucleus)
 
     def drops_crossing(logits, p):
         s, o = logits.sort(-1, descending=True)
         drop = s.softmax(-1).cumsum(-1) > p
         return torch.full_like(logits, float("-inf")).scatter(-1, o, s.masked_fill(drop, float("-inf")))
-    fails(capsys, "03.3", drops_crossing, hint="takes the sum past p")
-    fails(capsys, "03.3", lambda lg, p: nucleus(lg, p).softmax(-1), hint="not probabilities")
+    fails(capsys, "04.2", drops_crossing, hint="takes the sum past p")
+    fails(capsys, "04.2", lambda lg, p: nucleus(lg, p).softmax(-1), hint="not probabilities")
 
 
-def test_03_3_tiny_top_p_is_greedy():
+def test_04_2_tiny_top_p_is_greedy():
     from ftlib.gpt import sample_next
 
     logits = torch.randn(5, 30, generator=torch.Generator().manual_seed(0))
@@ -268,7 +269,7 @@ def test_03_3_tiny_top_p_is_greedy():
         assert torch.equal(got[:, 0], logits.argmax(-1))
 
 
-# ---- 04 -----------------------------------------------------------------------------------------
+# ---- 05 -----------------------------------------------------------------------------------------
 def _padding(lengths, order, bs):
     batches = [order[i:i + bs] for i in range(0, len(order), bs)]
     slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
@@ -312,7 +313,7 @@ def test_05_3(capsys):
     fails(capsys, "05.3", ftlib.drop_leaks, hint="write it here")       # the shortcut: ftlib's own
 
 
-# ---- 05 -----------------------------------------------------------------------------------------
+# ---- 06 -----------------------------------------------------------------------------------------
 def test_06_1(capsys):
     def warmup(n, b, e, r):
         steps = (n + b - 1) // b * e

@@ -1,4 +1,4 @@
-"""ftlib.gpt on padded batches: attention_mask and position_ids, as lesson 03 teaches.
+"""ftlib.gpt on padded batches: attention_mask and position_ids, as lesson 04 teaches.
 
 A tiny random Llama (transformers' own class, tests/conftest.py) and ftlib.gpt.GPT on the same weights.
 Rows of different lengths are padded with id PAD; each padded row must give, at its real tokens, what the

@@ -213,7 +213,7 @@ def test_untied_tiny_llama_loads_and_matches():
 
 
 def test_left_padded_batch_generation_on_course_gpt(gpt_pair):
-    """Lesson 03's batched generation on the real weights: a left-padded batch with its attention_mask
+    """Lesson 04's batched generation on the real weights: a left-padded batch with its attention_mask
     continues every prompt exactly as the prompt alone does, and as transformers' generate does."""
     hf, ours, tok = gpt_pair
     side = tok.padding_side
