@@ -19,7 +19,7 @@ module             what it keeps                               notebook
 ``ftlib.text``     tokenising, dynamic padding, length groups  05
 ``ftlib.train``    the engine: fit / evaluate / predict         06
 ``ftlib.strategies``  freezing, layer-wise LR, unfreezing      07
-``ftlib.heads``    mean-pooling classification heads           07, 08
+``ftlib.heads``    mean-pooling and sentence-pair heads         07, 08, 16
 ``ftlib.lora``     LoRA from scratch, merge                    07
 ``ftlib.augment``  text augmentation                           08
 ``ftlib.imbalance``  class imbalance: resampling, class weights 08
@@ -32,7 +32,8 @@ module             what it keeps                               notebook
 ``ftlib.chat``     chat-format SFT examples, response-only loss 13
 ``ftlib.dpo``      sequence log-probs and the DPO loss         13
 ``ftlib.deploy``   save/load, compress, export, serve, drift   14
-``ftlib.tasks``    NER, extractive QA, decoder translation     15
+``ftlib.tasks``    NER, extractive QA, decoder translation     15, 17, 18
+``ftlib.frozen``   a frozen bottom run once, the top trained   15, 16, 17
 ``ftlib.exercises``  the checks of every lesson's exercises    all
 ``ftlib.memory``   bytes/param, activations, ZeRO, GPU table  19
 ``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  19

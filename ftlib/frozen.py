@@ -20,6 +20,10 @@ frozen blocks: a slightly different, noisier model than this one.)
   ``.loss`` / ``.logits`` like a transformers model, so ``ftlib.train.fit(task="model")``
   trains it;
 * :func:`pad_hidden` -- a DataLoader ``collate_fn`` that pads cached rows into a batch;
+* :class:`PairTop` -- the top blocks and a :class:`ftlib.heads.PairHead` that reads two sentence
+  vectors: a bi-encoder (each sentence through the blocks alone) or a cross-encoder (the pair
+  through them together, one vector per segment), trained through its blocks (notebook 16);
+  :func:`pad_pairs` batches a bi-encoder's rows;
 * :class:`FrozenBottom` -- the same frozen part inside the model (``TopBlocks(bottom="per_batch")``),
   run at every step, when caching every example's hidden states would not fit in memory (all of
   SQuAD's windows: tens of GB).
@@ -38,9 +42,9 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ftlib.bert import Bert
 from ftlib.errors import CourseError
-from ftlib.heads import mean_pool
+from ftlib.heads import PairHead, mean_pool
 
-__all__ = ["bottom_hidden", "FrozenBottom", "TopBlocks", "pad_hidden", "IGNORE"]
+__all__ = ["bottom_hidden", "FrozenBottom", "TopBlocks", "PairTop", "pad_hidden", "pad_pairs", "IGNORE"]
 
 IGNORE = -100
 
@@ -296,4 +300,106 @@ def pad_hidden(rows) -> dict:
     if "shape_ids" in rows[0]:
         batch["shape_ids"] = _pad_per_token(rows, tokens, "shape_ids", 0,
                                             "shape ids: compute them from the same tokenisation (tasks.token_shapes).")
+    return batch
+
+
+class PairTop(nn.Module):
+    """A sentence-pair classifier trained through the top ``n - k`` blocks: the blocks (copied,
+    trainable) make two unit-length sentence vectors ``u`` and ``v``, and a :class:`~ftlib.heads.PairHead`
+    reads ``[u, v, |u - v|, u * v]``.
+
+    ``encoder="bi"``: each sentence runs through the blocks **alone** (a bi-encoder, fine-tuned with
+    SBERT's classification objective); a batch (:func:`pad_pairs`) brings ``hidden_a``/``mask_a`` and
+    ``hidden_b``/``mask_b``, each sentence's cached bottom states. ``u``, ``v``: each sentence's mean.
+    Untrained, ``u`` is exactly course-bert's sentence embedding.
+
+    ``encoder="cross"``: the pair ``[CLS] a [SEP] b [SEP]`` runs through the blocks **together** (a
+    cross-encoder: every token of one sentence attends to the other); a batch (:func:`pad_hidden`)
+    brings ``hidden``, ``attention_mask`` and ``token_type_ids``. ``u``: the mean of segment 0's states
+    (``[CLS] a [SEP]``), ``v``: the mean of segment 1's (``b [SEP]``).
+
+    ``forward(..., labels=None)`` returns ``.logits``, ``.loss`` and ``.cosine`` (``u . v``), so
+    :func:`ftlib.train.fit` trains it; :meth:`score` runs it over rows in eval mode.
+    ``head.start_at_threshold(t)`` starts the head as the rule "cosine > t".
+    """
+
+    def __init__(self, bert, k: int, encoder: str = "bi"):
+        super().__init__()
+        _check_k(bert, k)
+        if encoder not in ("bi", "cross"):
+            raise CourseError(f"encoder must be 'bi' (each sentence through the blocks alone) or 'cross' (the pair "
+                              f"through them together), not {encoder!r}.")
+        self.encoder, self.k = encoder, k
+        self.layers = copy.deepcopy(bert.layers[k:])
+        self.head = PairHead(bert.cfg.hidden_size)        # on the vectors as they are, as SBERT's SoftmaxLoss
+
+    def _blocks(self, hidden, mask):
+        keep = mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            hidden = layer(hidden, keep)
+        return hidden
+
+    def vectors(self, hidden_a=None, mask_a=None, hidden_b=None, mask_b=None, hidden=None, attention_mask=None,
+                token_type_ids=None):
+        """The two unit-length sentence vectors ``(u, v)``, each ``(batch, hidden_size)``."""
+        if self.encoder == "bi":
+            if hidden_a is None or hidden_b is None or mask_a is None or mask_b is None:
+                raise CourseError("A bi-encoder reads each sentence alone: the batch needs hidden_a, mask_a, hidden_b "
+                                  "and mask_b (batch rows of 'hidden_a', 'hidden_b' with ftlib.frozen.pad_pairs).")
+            u = mean_pool(self._blocks(hidden_a, mask_a), mask_a)
+            v = mean_pool(self._blocks(hidden_b, mask_b), mask_b)
+        else:
+            if hidden is None or attention_mask is None or token_type_ids is None:
+                raise CourseError("A cross-encoder reads the pair together: the batch needs hidden, attention_mask "
+                                  "and token_type_ids (cache the pair's [CLS] a [SEP] b [SEP] with bottom_hidden, "
+                                  "batch the rows with ftlib.frozen.pad_hidden).")
+            x = self._blocks(hidden, attention_mask)
+            real = attention_mask.bool()
+            u = mean_pool(x, (real & (token_type_ids == 0)).long())
+            v = mean_pool(x, (real & (token_type_ids == 1)).long())
+        return F.normalize(u, dim=-1), F.normalize(v, dim=-1)
+
+    def forward(self, labels=None, **batch):
+        u, v = self.vectors(**batch)
+        out = self.head(u, v, labels)
+        out.cosine = (u * v).sum(-1)
+        return out
+
+    @torch.no_grad()
+    def score(self, rows, batch_size: int = 128, device=None):
+        """Eval mode over a list of rows (batched with :func:`pad_pairs` or :func:`pad_hidden`): an object
+        with ``.logits`` ``(rows, 2)``, ``.cosine`` ``(rows,)`` and the vectors ``.u``, ``.v``, on the CPU,
+        in the order given."""
+        was_training = self.training
+        self.eval()
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        collate = pad_pairs if self.encoder == "bi" else pad_hidden
+        logits, us, vs = [], [], []
+        try:
+            for s in range(0, len(rows), batch_size):
+                batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows[s:s + batch_size]])
+                u, v = self.vectors(**{k: v.to(device) for k, v in batch.items()})
+                logits.append(self.head(u, v).logits.float().cpu())
+                us.append(u.float().cpu())
+                vs.append(v.float().cpu())
+        finally:
+            self.train(was_training)
+        u, v = torch.cat(us), torch.cat(vs)
+        return SimpleNamespace(logits=torch.cat(logits), cosine=(u * v).sum(-1), u=u, v=v)
+
+
+def pad_pairs(rows) -> dict:
+    """Batch a bi-encoder's rows: each a dict with ``hidden_a`` and ``hidden_b`` (the two sentences'
+    cached bottom states, ``(tokens, hidden)``) and optionally ``labels`` (an int). Returns ``hidden_a``,
+    ``mask_a``, ``hidden_b``, ``mask_b`` (each sentence padded to its own longest) and ``labels``."""
+    if not rows:
+        raise CourseError("An empty batch: nothing to pad.")
+    if any("hidden_a" not in r or "hidden_b" not in r for r in rows):
+        raise CourseError("Every row of a bi-encoder batch needs 'hidden_a' and 'hidden_b': the two sentences' "
+                          "states from bottom_hidden, each sentence cached alone.")
+    a = pad_hidden([{"hidden": r["hidden_a"]} for r in rows])
+    b = pad_hidden([{"hidden": r["hidden_b"]} for r in rows])
+    batch = {"hidden_a": a["hidden"], "mask_a": a["attention_mask"], "hidden_b": b["hidden"], "mask_b": b["attention_mask"]}
+    if "labels" in rows[0]:
+        batch["labels"] = torch.tensor([int(r["labels"]) for r in rows])
     return batch

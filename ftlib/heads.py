@@ -15,7 +15,9 @@ spreads), so a frozen encoder with a pooler head learns almost nothing.
 * :func:`load_mean_pool_classifier` -- course-bert (or another encoder) with that head;
 * :func:`pair_features` / :class:`PairHead` -- a bi-encoder's pair classifier: a linear layer
   on ``[u, v, |u - v|, u * v]`` of two sentence vectors (InferSent's features, Conneau et al.
-  2017; SBERT's classifier, Reimers & Gurevych 2019, uses the first three) (notebook 16, MRPC).
+  2017; SBERT's classifier, Reimers & Gurevych 2019, uses the first three) (notebook 16, MRPC);
+  ``PairHead.start_at_threshold`` sets it to *be* the rule "cosine > t", a start for fine-tuning;
+* :func:`best_threshold` -- the cut on a score with the best accuracy on training pairs.
 
 The models return an object with ``.logits`` (and ``.loss`` when given ``labels``), like a
 transformers model, so ``fit`` / ``evaluate`` take them unchanged.
@@ -30,7 +32,7 @@ from torch import nn
 
 from ftlib.errors import CourseError
 
-__all__ = ["mean_pool", "MeanPoolHead", "MeanPoolClassifier", "load_mean_pool_classifier", "pair_features", "PairHead"]
+__all__ = ["mean_pool", "MeanPoolHead", "MeanPoolClassifier", "load_mean_pool_classifier", "pair_features", "PairHead", "best_threshold"]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -153,3 +155,44 @@ class PairHead(nn.Module):
 
     def forward(self, u, v, labels=None):
         return _output(self.classifier(pair_features(u, v)), labels)
+
+    @torch.no_grad()
+    def start_at_threshold(self, threshold: float, scale: float = 20.0) -> "PairHead":
+        """Set the weights so that the head *is* the rule "class 1 when ``u . v > threshold``" (the cosine,
+        for unit vectors): ``logit_1 - logit_0 = scale * (u . v - threshold)``, every other weight 0.
+
+        A head trained from random weights on a few hundred pairs does not find even that rule
+        (lesson 16 measures it); started here, training can only move on from a sensible classifier.
+        ``scale`` sets how sure the start is (20: a cosine 0.1 above the threshold gives p = 0.88).
+        Two labels only; returns the head."""
+        if self.classifier.out_features != 2:
+            raise CourseError(f"start_at_threshold makes a two-class rule; this head has "
+                              f"{self.classifier.out_features} labels.")
+        if not 0 < float(scale) < float("inf"):
+            raise CourseError(f"scale must be a positive number (how sure the rule starts), not {scale!r}.")
+        dim = self.classifier.in_features // 4
+        self.classifier.weight.zero_()
+        self.classifier.weight[1, 3 * dim:] = scale / 2           # the u * v block: its sum is u . v
+        self.classifier.weight[0, 3 * dim:] = -scale / 2
+        self.classifier.bias.copy_(torch.tensor([scale * threshold / 2, -scale * threshold / 2]))
+        return self
+
+
+def best_threshold(scores, labels) -> tuple[float, float]:
+    """The threshold ``t`` for the rule "class 1 when ``score > t``" with the highest accuracy on
+    ``(scores, labels)`` (labels 0/1), and that accuracy: every cut between two neighbouring scores is
+    tried (their midpoint), and one below them all; ties go to the lowest ``t``. Choose it on training
+    pairs, then apply it to test pairs."""
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    y = torch.as_tensor(labels).flatten()
+    if s.numel() == 0 or s.shape != y.shape:
+        raise CourseError(f"best_threshold needs one score per label, and some of them: got {s.numel()} scores "
+                          f"and {y.numel()} labels.")
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise CourseError("best_threshold's labels must be 0 or 1 (1: the class above the threshold).")
+    values = torch.unique(s)                                         # sorted
+    cuts = torch.cat([values[:1] - 1, (values[1:] + values[:-1]) / 2])
+    above = s[None, :] > cuts[:, None]                               # (cuts, examples)
+    accuracy = (above == y.bool()[None, :]).double().mean(1)
+    best = int(torch.argmax(accuracy))                               # the first maximum: the lowest cut
+    return float(cuts[best]), float(accuracy[best])

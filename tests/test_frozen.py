@@ -162,3 +162,76 @@ def test_per_batch_bottom_equals_the_cache_and_trains_through_fit(bert, rows):
         TopBlocks(bert, k, 2, bottom="stream")
     with pytest.raises(CourseError, match="the same in every row"):
         pad_hidden([cached_rows[0], token_rows[1]])
+
+
+def _pair_rows(bert, k):
+    tok = ftlib.load_tokenizer("course-bert")
+    pairs = [("a cat sat on the mat", "the cat was sitting on a mat"), ("stocks fell sharply today", "it rained in Paris"),
+             ("he said so", "that is what he said, more or less, in the end")]
+    ids_a = [tok(a)["input_ids"] for a, _ in pairs]
+    ids_b = [tok(b)["input_ids"] for _, b in pairs]
+    ha = bottom_hidden(bert, [{"input_ids": i} for i in ids_a], k)
+    hb = bottom_hidden(bert, [{"input_ids": i} for i in ids_b], k)
+    bi = [{"hidden_a": a, "hidden_b": b, "labels": l} for a, b, l in zip(ha, hb, (1, 0, 1))]
+    enc = tok([a for a, _ in pairs], [b for _, b in pairs])
+    cross = [{"input_ids": i, "token_type_ids": t, "labels": l}
+             for i, t, l in zip(enc["input_ids"], enc["token_type_ids"], (1, 0, 1))]
+    for r, h in zip(cross, bottom_hidden(bert, cross, k)):
+        r["hidden"] = h
+    return ids_a, ids_b, bi, cross
+
+
+def test_pair_top_bi_encoder_starts_as_course_bert_sentence_embeddings(bert):
+    from ftlib.frozen import PairTop
+    ids_a, ids_b, bi, _ = _pair_rows(bert, 5)
+    model = PairTop(bert, 5, encoder="bi")
+    emb = lambda ids: torch.nn.functional.normalize(bert(torch.tensor([ids]))[0].mean(0), dim=-1)
+    with torch.no_grad():
+        want = torch.stack([emb(a) @ emb(b) for a, b in zip(ids_a, ids_b)])
+    out = model.score(bi)
+    torch.testing.assert_close(out.cosine, want, atol=1e-5, rtol=0)
+    # started at a threshold, the untrained model is the rule cosine > t; with a random head it is not
+    t = float(want.sort().values[1:].mean())           # between the two highest cosines, on no one of them
+    model.head.start_at_threshold(t)
+    assert torch.equal(model.score(bi).logits.argmax(-1), (want > t).long())
+    # each sentence alone: the other sentence's padding must not change a vector
+    alone = model.score(bi[:1]).cosine
+    torch.testing.assert_close(alone, out.cosine[:1], atol=1e-6, rtol=0)
+
+
+def test_pair_top_cross_encoder_pools_each_segment_and_trains_through_fit(bert):
+    from ftlib.frozen import PairTop
+    from ftlib.heads import mean_pool
+    from ftlib.train import fit
+    _, _, _, cross = _pair_rows(bert, 5)
+    model = PairTop(bert, 5, encoder="cross")
+    r = cross[0]
+    with torch.no_grad():
+        x = bert(torch.tensor([r["input_ids"]]), token_type_ids=torch.tensor([r["token_type_ids"]]))[0]
+        types = torch.tensor(r["token_type_ids"])
+        u, v = (torch.nn.functional.normalize(x[types == s].mean(0), dim=-1) for s in (0, 1))
+        whole = torch.nn.functional.normalize(x.mean(0), dim=-1)
+    got = model.score(cross).cosine
+    torch.testing.assert_close(got[0], u @ v, atol=1e-5, rtol=0)
+    assert abs(float(got[0]) - float(whole @ whole)) > 1e-3           # not the whole pair's mean with itself
+    before = [p.detach().clone() for p in model.layers.parameters()]
+    source = [p.detach().clone() for p in bert.parameters()]
+    model.head.start_at_threshold(0.9)
+    fit(model, [pad_hidden(cross)] * 3, task="model", max_steps=3, lr=1e-3, verbose=False, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.layers.parameters()))   # the blocks learn
+    assert all(torch.equal(a, b) for a, b in zip(source, bert.parameters()))               # the source does not
+
+
+def test_pair_top_refuses_the_wrong_batch(bert):
+    from ftlib.frozen import PairTop, pad_pairs
+    _, _, bi, cross = _pair_rows(bert, 5)
+    with pytest.raises(CourseError, match="'bi'"):
+        PairTop(bert, 5, encoder="siamese")
+    with pytest.raises(CourseError, match="hidden_a"):
+        PairTop(bert, 5, encoder="bi")(**pad_hidden(cross))
+    with pytest.raises(CourseError, match="token_type_ids"):
+        PairTop(bert, 5, encoder="cross")(**pad_hidden([{"hidden": r["hidden"]} for r in cross]))
+    with pytest.raises(CourseError, match="hidden_b"):
+        pad_pairs([{"hidden_a": bi[0]["hidden_a"]}])
+    with pytest.raises(CourseError, match="k"):
+        PairTop(bert, 7)

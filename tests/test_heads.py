@@ -101,3 +101,47 @@ def test_pair_head_reads_order_distance_and_agreement_and_trains_through_fit():
     assert acc > 0.9
     with pytest.raises(ftlib.CourseError, match="dim"):
         PairHead(0)
+
+
+def test_pair_head_started_at_a_threshold_is_the_cosine_rule():
+    from ftlib.heads import PairHead
+    g = torch.Generator().manual_seed(1)
+    u = torch.nn.functional.normalize(torch.randn(200, 8, generator=g), dim=-1)
+    v = torch.nn.functional.normalize(u + torch.randn(200, 8, generator=g), dim=-1)
+    cos = (u * v).sum(-1)
+    head = PairHead(8).start_at_threshold(0.6)
+    with torch.no_grad():
+        logits = head(u, v).logits
+    assert torch.equal(logits.argmax(-1), (cos > 0.6).long())
+    torch.testing.assert_close(logits[:, 1] - logits[:, 0], 20.0 * (cos - 0.6))
+    # the wrong answers it rules out: the threshold's sign flipped, or the weights on |u - v| instead of u * v
+    flipped = PairHead(8).start_at_threshold(-0.6)
+    assert not torch.equal(flipped(u, v).logits.argmax(-1), (cos > 0.6).long())
+    wrong_block = PairHead(8).start_at_threshold(0.6)
+    with torch.no_grad():
+        w = wrong_block.classifier.weight
+        w[:, 16:24], w[:, 24:] = w[:, 24:].clone(), 0.0
+    assert not torch.equal(wrong_block(u, v).logits.argmax(-1), (cos > 0.6).long())
+    with pytest.raises(ftlib.CourseError, match="two-class"):
+        PairHead(8, num_labels=3).start_at_threshold(0.5)
+    with pytest.raises(ftlib.CourseError, match="scale"):
+        PairHead(8).start_at_threshold(0.5, scale=0)
+
+
+def test_best_threshold_is_the_best_cut_on_the_given_scores():
+    from ftlib.heads import best_threshold
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.7, 0.2])
+    labels = torch.tensor([0, 0, 1, 1, 1, 0])
+    t, acc = best_threshold(scores, labels)
+    # by brute force over a fine grid: no threshold does better, and ours reaches it
+    grid = torch.linspace(-1, 2, 3001)
+    brute = max(((scores > g).long() == labels).float().mean().item() for g in grid)
+    assert acc == pytest.approx(brute) and ((scores > t).long() == labels).float().mean().item() == pytest.approx(acc)
+    assert 0.2 < t < 0.35 and acc == pytest.approx(5 / 6)
+    # all one class: the cut below every score (everything above it) is right for all
+    t1, acc1 = best_threshold(scores, torch.ones(6, dtype=torch.long))
+    assert acc1 == 1.0 and t1 < 0.1
+    with pytest.raises(ftlib.CourseError, match="one score per label"):
+        best_threshold(scores, labels[:5])
+    with pytest.raises(ftlib.CourseError, match="0 or 1"):
+        best_threshold(scores, labels * 2)

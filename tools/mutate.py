@@ -56,6 +56,7 @@ LM = ("tests/test_lm.py",)
 BENCH = ("tests/test_bench.py",)
 DIST = ("tests/test_distributed.py",)
 MEM = ("tests/test_memory.py",)
+PAIRS = ("tests/test_heads.py", "tests/test_frozen.py")
 
 MUTATIONS = [
     # ------------------------------------------------------------------ losses (lesson 01)
@@ -232,6 +233,16 @@ MUTATIONS = [
              "if key not in self._seen:", "the parameters counted as activations", MEM),
     Mutation("Y3", "ftlib/memory.py", '"gradients": stage >= 2', '"gradients": stage >= 1',
              "ZeRO stage 1 splits the gradients too", MEM),
+    # ------------------------------------------------------ sentence pairs (lesson 16)
+    Mutation("C1", "ftlib/heads.py", "torch.tensor([scale * threshold / 2, -scale * threshold / 2])",
+             "torch.tensor([-scale * threshold / 2, scale * threshold / 2])",
+             "the head started at a threshold has the threshold's sign flipped (cosine > -t)", PAIRS),
+    Mutation("C2", "ftlib/heads.py", "cuts = torch.cat([values[:1] - 1, (values[1:] + values[:-1]) / 2])",
+             "cuts = (values[1:] + values[:-1]) / 2",
+             "best_threshold never tries the cut below every score (all pairs in class 1)", PAIRS),
+    Mutation("C3", "ftlib/frozen.py", "v = mean_pool(x, (real & (token_type_ids == 1)).long())",
+             "v = mean_pool(x, real.long())",
+             "the cross-encoder's second vector is the mean of the whole pair, not of segment 1", PAIRS),
 ]
 
 IGNORE_DIRS = {".git", ".venv", "notebooks", "results", "book", "data", "__pycache__", ".pytest_cache",
