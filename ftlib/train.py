@@ -35,7 +35,8 @@ instruction tuning and DPO (13), tagging, question answering and translation (15
   checkpoints, and a checkpoint resumes on any number of processes. The global batch and the
   optimiser steps are those of the one-process run, so the weights are the same (to rounding).
 
-:func:`predict` labels new sentences; :func:`plot_history` draws a run.
+:func:`predict` labels new sentences; :func:`plot_history` draws a run; :func:`best_epoch` and
+:func:`overfits` read its per-epoch train and validation curves.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ from ftlib.errors import CourseError
 from ftlib.lm import body_and_head, causal_lm_loss, chunked_lm_loss, labelled_logits
 
 __all__ = ["History", "fit", "evaluate", "predict", "make_optimizer", "linear_schedule", "TASKS",
-           "classification_loss", "lm_loss", "model_loss", "plot_history"]
+           "classification_loss", "lm_loss", "model_loss", "plot_history", "best_epoch", "overfits"]
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -748,6 +749,33 @@ def plot_history(history: History, axes=None):
     axes[1].set(xlabel="optimizer step", ylabel="accuracy", title="eval accuracy (per epoch)",
                 xlim=(0, max(len(loss), 1) * 1.05), ylim=(0, 1.05))
     return axes[0].figure
+
+
+# ------------------------------------------------------------------ reading the curves
+def _curves(history: History):
+    if not history.eval_loss or len(history.eval_loss) != len(history.train_loss):
+        raise CourseError("The run has no evaluation loss for every epoch: pass eval_batches to fit, which "
+                          "evaluates after every epoch.")
+    return history.train_loss, history.eval_loss
+
+
+def best_epoch(history: History) -> int:
+    """The epoch (as ``history.epoch`` counts, from 1) with the lowest evaluation loss, the first one on
+    a tie: the weights that early stopping keeps."""
+    _, eval_loss = _curves(history)
+    return history.epoch[int(np.argmin(eval_loss))]
+
+
+def overfits(history: History, margin: float = 0.0) -> bool:
+    """Did the run overfit? True when, after the epoch with the lowest evaluation loss, the evaluation
+    loss ended more than ``margin`` above that lowest value while the training loss went on falling
+    (lower at the last epoch than at the best one).
+
+    False for a run still improving on the evaluation set, for one whose training loss rose too (a
+    diverging run, or too high a learning rate) and for one that does not learn at all (both curves flat)."""
+    train_loss, eval_loss = _curves(history)
+    best = int(np.argmin(eval_loss))
+    return bool(eval_loss[-1] - eval_loss[best] > margin and train_loss[-1] < train_loss[best])
 
 
 def _in_notebook() -> bool:

@@ -9,7 +9,7 @@ import transformers
 import ftlib
 from ftlib import CourseError
 from ftlib.text import LengthGroupedSampler, count_padding, make_loader, tokenize_dataset
-from ftlib.train import evaluate, fit, linear_schedule, make_optimizer, predict
+from ftlib.train import History, best_epoch, evaluate, fit, linear_schedule, make_optimizer, overfits, predict
 from conftest import make_tiny_bert
 
 
@@ -251,3 +251,31 @@ def test_predict_names_labels_and_gives_probabilities(tokenizer):
     assert all(0.5 <= o["probability"] <= 1 for o in out)
     with pytest.raises(CourseError):
         predict(model, tokenizer, [])
+
+
+def _run(train_loss, eval_loss):
+    return History(epoch=list(range(1, len(train_loss) + 1)), train_loss=list(train_loss), eval_loss=list(eval_loss))
+
+
+def test_overfits_and_best_epoch_read_the_train_and_validation_curves():
+    # lesson 06's curve (a head on 400 cached sentences, 10 epochs): overfitting from epoch 2 on
+    overfit = _run([0.614, 0.390, 0.266, 0.187, 0.133, 0.116, 0.071, 0.053, 0.041, 0.036],
+                   [0.482, 0.474, 0.539, 0.722, 0.905, 0.972, 1.077, 1.166, 1.215, 1.232])
+    assert best_epoch(overfit) == 2
+    assert overfits(overfit) and overfits(overfit, margin=0.25)
+    assert not overfits(overfit, margin=1.0)                         # the rise is 0.76, not more than 1
+    # still learning: the validation loss is lowest at the last epoch
+    learning = _run([0.66, 0.49, 0.36, 0.28], [0.60, 0.47, 0.44, 0.43])
+    assert best_epoch(learning) == 4 and not overfits(learning)
+    # no learning at all (seed 000's run, lesson 06 section 3): both curves flat
+    assert not overfits(_run([0.693] * 3, [0.693, 0.693, 0.6931]), margin=0.0)
+    # a diverging run: the validation loss rises, but so does the training loss
+    assert not overfits(_run([0.60, 0.50, 0.70, 0.90], [0.55, 0.50, 0.75, 0.95]))
+    # a small rise within the margin (a linear head at a high learning rate, measured: +0.06)
+    assert not overfits(_run([0.62, 0.41, 0.34, 0.30], [0.52, 0.45, 0.44, 0.50]), margin=0.25)
+    # ties: the first of equal lowest losses
+    assert best_epoch(_run([0.5, 0.4, 0.3], [0.45, 0.45, 0.5])) == 1
+    with pytest.raises(CourseError, match="eval_batches"):
+        best_epoch(_run([0.6, 0.5], []))
+    with pytest.raises(CourseError, match="eval_batches"):
+        overfits(History(epoch=[1, 2], train_loss=[0.6, 0.5]))
