@@ -233,6 +233,12 @@ MUTATIONS = [
              "if key not in self._seen:", "the parameters counted as activations", MEM),
     Mutation("Y3", "ftlib/memory.py", '"gradients": stage >= 2', '"gradients": stage >= 1',
              "ZeRO stage 1 splits the gradients too", MEM),
+    # ------------------------------------------------------ reading training curves (lesson 06)
+    Mutation("E1", "ftlib/train.py", "and train_loss[-1] < train_loss[best])", ")",
+             "overfits() forgets that the training loss must go on falling (a diverging run counts)", ("tests/test_train.py", "-k", "overfit")),
+    Mutation("E2", "ftlib/train.py", "return history.epoch[int(np.argmin(eval_loss))]",
+             "return history.epoch[int(np.argmax(eval_loss))]",
+             "best_epoch() returns the epoch with the highest validation loss", ("tests/test_train.py", "-k", "overfit or best_epoch")),
     # ------------------------------------------------------ sentence pairs (lesson 16)
     Mutation("C1", "ftlib/heads.py", "torch.tensor([scale * threshold / 2, -scale * threshold / 2])",
              "torch.tensor([-scale * threshold / 2, scale * threshold / 2])",
