@@ -33,7 +33,7 @@ module             what it keeps                               notebook
 ``ftlib.dpo``      sequence log-probs and the DPO loss         13
 ``ftlib.deploy``   save/load, compress, export, serve, drift   14
 ``ftlib.tasks``    NER, extractive QA, decoder translation     15, 17, 18
-``ftlib.frozen``   a frozen bottom run once, the top trained   15, 16, 17
+``ftlib.frozen``   a frozen bottom run once, the top trained   06, 15, 16, 17
 ``ftlib.exercises``  the checks of every lesson's exercises    all
 ``ftlib.memory``   bytes/param, activations, ZeRO, GPU table  19
 ``ftlib.distributed``  fit under torchrun: shards, DDP, reduce  19

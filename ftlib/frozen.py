@@ -1,4 +1,4 @@
-"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 15, used again in 16).
+"""Train only the top of an encoder: the frozen bottom blocks run once (derived in notebook 15, used again in 06, 16, 17).
 
 Fine-tuning every layer of course-bert costs a forward *and* a backward pass through all six
 blocks at every step of every epoch. If the bottom ``k`` blocks are frozen, their output for
@@ -353,10 +353,15 @@ class PairTop(nn.Module):
                 raise CourseError("A cross-encoder reads the pair together: the batch needs hidden, attention_mask "
                                   "and token_type_ids (cache the pair's [CLS] a [SEP] b [SEP] with bottom_hidden, "
                                   "batch the rows with ftlib.frozen.pad_hidden).")
-            x = self._blocks(hidden, attention_mask)
             real = attention_mask.bool()
-            u = mean_pool(x, (real & (token_type_ids == 0)).long())
-            v = mean_pool(x, (real & (token_type_ids == 1)).long())
+            in_a, in_b = real & (token_type_ids == 0), real & (token_type_ids == 1)
+            if not bool(in_a.any(1).all() and in_b.any(1).all()):
+                raise CourseError("A cross-encoder row needs tokens of both segments (token_type_ids 0 for "
+                                  "[CLS] a [SEP], 1 for b [SEP]); some row has none of one. Encode each pair as "
+                                  "tokenizer(a, b), which sets them.")
+            x = self._blocks(hidden, attention_mask)
+            u = mean_pool(x, in_a.long())
+            v = mean_pool(x, in_b.long())
         return F.normalize(u, dim=-1), F.normalize(v, dim=-1)
 
     def forward(self, labels=None, **batch):
@@ -370,6 +375,8 @@ class PairTop(nn.Module):
         """Eval mode over a list of rows (batched with :func:`pad_pairs` or :func:`pad_hidden`): an object
         with ``.logits`` ``(rows, 2)``, ``.cosine`` ``(rows,)`` and the vectors ``.u``, ``.v``, on the CPU,
         in the order given."""
+        if not len(rows):
+            raise CourseError("No rows to score: the list is empty.")
         was_training = self.training
         self.eval()
         device = torch.device(device) if device is not None else next(self.parameters()).device
@@ -400,6 +407,8 @@ def pad_pairs(rows) -> dict:
     a = pad_hidden([{"hidden": r["hidden_a"]} for r in rows])
     b = pad_hidden([{"hidden": r["hidden_b"]} for r in rows])
     batch = {"hidden_a": a["hidden"], "mask_a": a["attention_mask"], "hidden_b": b["hidden"], "mask_b": b["attention_mask"]}
-    if "labels" in rows[0]:
+    if any("labels" in r for r in rows):
+        if not all("labels" in r for r in rows):
+            raise CourseError("Some rows of the batch have 'labels' and some have not: label every row or none.")
         batch["labels"] = torch.tensor([int(r["labels"]) for r in rows])
     return batch

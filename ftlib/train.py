@@ -759,11 +759,18 @@ def _curves(history: History):
     return history.train_loss, history.eval_loss
 
 
+def _lowest(eval_loss) -> int:
+    if not np.isfinite(eval_loss).all():
+        raise CourseError("The evaluation loss is NaN or infinite at some epoch: the run diverged, so no epoch "
+                          "is the best one. Lower the learning rate (or clip gradients) and run it again.")
+    return int(np.argmin(eval_loss))
+
+
 def best_epoch(history: History) -> int:
     """The epoch (as ``history.epoch`` counts, from 1) with the lowest evaluation loss, the first one on
     a tie: the weights that early stopping keeps."""
     _, eval_loss = _curves(history)
-    return history.epoch[int(np.argmin(eval_loss))]
+    return history.epoch[_lowest(eval_loss)]
 
 
 def overfits(history: History, margin: float = 0.0) -> bool:
@@ -774,7 +781,7 @@ def overfits(history: History, margin: float = 0.0) -> bool:
     False for a run still improving on the evaluation set, for one whose training loss rose too (a
     diverging run, or too high a learning rate) and for one that does not learn at all (both curves flat)."""
     train_loss, eval_loss = _curves(history)
-    best = int(np.argmin(eval_loss))
+    best = _lowest(eval_loss)
     return bool(eval_loss[-1] - eval_loss[best] > margin and train_loss[-1] < train_loss[best])
 
 

@@ -192,6 +192,10 @@ def test_pair_top_bi_encoder_starts_as_course_bert_sentence_embeddings(bert):
     torch.testing.assert_close(out.cosine, want, atol=1e-5, rtol=0)
     # started at a threshold, the untrained model is the rule cosine > t; with a random head it is not
     t = float(want.sort().values[1:].mean())           # between the two highest cosines, on no one of them
+    torch.manual_seed(3)
+    random_head = PairTop(bert, 5, encoder="bi")        # a head from random weights is not the cosine rule
+    assert not torch.allclose(random_head.score(bi).logits[:, 1] - random_head.score(bi).logits[:, 0],
+                              20.0 * (want - t), atol=1e-2)
     model.head.start_at_threshold(t)
     assert torch.equal(model.score(bi).logits.argmax(-1), (want > t).long())
     # each sentence alone: the other sentence's padding must not change a vector
@@ -211,8 +215,12 @@ def test_pair_top_cross_encoder_pools_each_segment_and_trains_through_fit(bert):
         types = torch.tensor(r["token_type_ids"])
         u, v = (torch.nn.functional.normalize(x[types == s].mean(0), dim=-1) for s in (0, 1))
         whole = torch.nn.functional.normalize(x.mean(0), dim=-1)
-    got = model.score(cross).cosine
+    scored = model.score(cross)
+    got = scored.cosine
     torch.testing.assert_close(got[0], u @ v, atol=1e-5, rtol=0)
+    # u is segment 0 ([CLS] a [SEP]), v segment 1 (b [SEP]), in that order: the head reads [u, v, ...]
+    torch.testing.assert_close(scored.u[0], u, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scored.v[0], v, atol=1e-5, rtol=0)
     assert abs(float(got[0]) - float(whole @ whole)) > 1e-3           # not the whole pair's mean with itself
     before = [p.detach().clone() for p in model.layers.parameters()]
     source = [p.detach().clone() for p in bert.parameters()]
@@ -235,3 +243,37 @@ def test_pair_top_refuses_the_wrong_batch(bert):
         pad_pairs([{"hidden_a": bi[0]["hidden_a"]}])
     with pytest.raises(CourseError, match="k"):
         PairTop(bert, 7)
+
+
+def test_pair_top_bi_encoder_trains_both_sentences_through_fit_and_score_restores_the_mode(bert):
+    from ftlib.frozen import PairTop, pad_pairs
+    from ftlib.train import fit
+    _, _, bi, _ = _pair_rows(bert, 5)
+    model = PairTop(bert, 5, encoder="bi")
+    model.head.start_at_threshold(0.5)
+    batch = pad_pairs(bi)
+    # both sentences reach the loss: changing the second sentence's states changes it
+    other = dict(batch, hidden_b=batch["hidden_b"] + 0.5)
+    with torch.no_grad():
+        assert abs(float(model(**other).loss) - float(model(**batch).loss)) > 1e-4
+    before = [p.detach().clone() for p in model.layers.parameters()]
+    fit(model, [pad_pairs(bi)] * 3, task="model", max_steps=3, lr=1e-3, verbose=False, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.layers.parameters()))
+    model.train()
+    model.score(bi)
+    assert model.training                               # score() runs in eval mode and puts the mode back
+    model.eval()
+    model.score(bi)
+    assert not model.training
+
+
+def test_pair_top_refuses_rows_without_both_segments_and_empty_or_half_labelled_batches(bert):
+    from ftlib.frozen import PairTop, pad_pairs
+    _, _, bi, cross = _pair_rows(bert, 5)
+    one_segment = [dict(r, token_type_ids=[0] * len(r["token_type_ids"])) for r in cross]
+    with pytest.raises(CourseError, match="both segments"):
+        PairTop(bert, 5, encoder="cross").score(one_segment)
+    with pytest.raises(CourseError, match="empty"):
+        PairTop(bert, 5, encoder="bi").score([])
+    with pytest.raises(CourseError, match="label every row"):
+        pad_pairs([bi[0], {k: v for k, v in bi[1].items() if k != "labels"}])

@@ -145,3 +145,26 @@ def test_best_threshold_is_the_best_cut_on_the_given_scores():
         best_threshold(scores, labels[:5])
     with pytest.raises(ftlib.CourseError, match="0 or 1"):
         best_threshold(scores, labels * 2)
+
+
+def test_best_threshold_ties_duplicates_all_zero_and_brute_force():
+    from ftlib.heads import best_threshold
+    # duplicate scores: a cut can only go between distinct values
+    scores = torch.tensor([0.3, 0.3, 0.3, 0.7, 0.7])
+    t, acc = best_threshold(scores, torch.tensor([0, 1, 0, 1, 1]))
+    assert 0.3 < t < 0.7 and acc == pytest.approx(4 / 5)
+    # every label 0: only the cut above every score gets them all
+    t0, acc0 = best_threshold(scores, torch.zeros(5, dtype=torch.long))
+    assert acc0 == 1.0 and t0 > 0.7
+    # two cuts equally good: the lower one
+    t2, acc2 = best_threshold(torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0, 1, 0, 1]))
+    assert acc2 == pytest.approx(0.75) and t2 < 0.2
+    # random scores with many ties: no threshold on a fine grid does better, and ours is as good as it says
+    g = torch.Generator().manual_seed(0)
+    s = torch.round(torch.rand(300, generator=g) * 20) / 20
+    y = (torch.rand(300, generator=g) < 0.3 + 0.5 * s).long()
+    t, acc = best_threshold(s, y)
+    brute = max(((s > c).long() == y).float().mean().item() for c in torch.linspace(-0.1, 1.1, 1201))
+    assert acc == pytest.approx(brute) and ((s > t).long() == y).float().mean().item() == pytest.approx(acc)
+    with pytest.raises(ftlib.CourseError, match="finite"):
+        best_threshold(torch.tensor([0.1, float("nan")]), torch.tensor([0, 1]))

@@ -279,3 +279,13 @@ def test_overfits_and_best_epoch_read_the_train_and_validation_curves():
         best_epoch(_run([0.6, 0.5], []))
     with pytest.raises(CourseError, match="eval_batches"):
         overfits(History(epoch=[1, 2], train_loss=[0.6, 0.5]))
+
+
+def test_overfits_measures_from_the_best_epoch_to_the_last_and_refuses_a_nan_curve():
+    # the best epoch is in the middle and the last epoch came down a little: still overfitting. A version that
+    # measured from the first epoch (0.55 - 0.60 < 0) or used the highest loss (0.70) instead of the last says otherwise
+    mid = _run([0.70, 0.50, 0.40, 0.30, 0.20], [0.60, 0.45, 0.40, 0.70, 0.55])
+    assert best_epoch(mid) == 3 and overfits(mid, margin=0.1)
+    assert not overfits(mid, margin=0.2)                             # the rise to the last epoch is 0.15
+    with pytest.raises(CourseError, match="NaN"):
+        best_epoch(_run([0.6, 0.5, 0.4], [0.5, float("nan"), 0.45]))

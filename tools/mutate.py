@@ -236,17 +236,16 @@ MUTATIONS = [
     # ------------------------------------------------------ reading training curves (lesson 06)
     Mutation("E1", "ftlib/train.py", "and train_loss[-1] < train_loss[best])", ")",
              "overfits() forgets that the training loss must go on falling (a diverging run counts)", ("tests/test_train.py", "-k", "overfit")),
-    Mutation("E2", "ftlib/train.py", "return history.epoch[int(np.argmin(eval_loss))]",
-             "return history.epoch[int(np.argmax(eval_loss))]",
-             "best_epoch() returns the epoch with the highest validation loss", ("tests/test_train.py", "-k", "overfit or best_epoch")),
+    Mutation("E2", "ftlib/train.py", "return int(np.argmin(eval_loss))",
+             "return int(np.argmax(eval_loss))",
+             "the best epoch (best_epoch, overfits) is the one with the highest validation loss", ("tests/test_train.py", "-k", "overfit or best_epoch")),
     # ------------------------------------------------------ sentence pairs (lesson 16)
     Mutation("C1", "ftlib/heads.py", "torch.tensor([scale * threshold / 2, -scale * threshold / 2])",
              "torch.tensor([-scale * threshold / 2, scale * threshold / 2])",
              "the head started at a threshold has the threshold's sign flipped (cosine > -t)", PAIRS),
-    Mutation("C2", "ftlib/heads.py", "cuts = torch.cat([values[:1] - 1, (values[1:] + values[:-1]) / 2])",
-             "cuts = (values[1:] + values[:-1]) / 2",
-             "best_threshold never tries the cut below every score (all pairs in class 1)", PAIRS),
-    Mutation("C3", "ftlib/frozen.py", "v = mean_pool(x, (real & (token_type_ids == 1)).long())",
+    Mutation("C2", "ftlib/heads.py", "possible[1:n] = s[1:] > s[:-1]", "pass",
+             "best_threshold puts cuts between two equal scores (a cut that cannot be made)", PAIRS),
+    Mutation("C3", "ftlib/frozen.py", "v = mean_pool(x, in_b.long())",
              "v = mean_pool(x, real.long())",
              "the cross-encoder's second vector is the mean of the whole pair, not of segment 1", PAIRS),
 ]
