@@ -57,13 +57,17 @@ def _check_k(bert, k: int) -> int:
     return n
 
 
-def _run_bottom(embed, layers, ids, types, mask):
-    """Embeddings, then ``layers`` with padding masked: the frozen part, for one padded batch."""
-    x = embed(ids, types)
+def _run_blocks(layers, x, mask):
+    """``x`` through ``layers``, padding masked (``mask``: 1 for a real token): every stack of blocks here."""
     keep = mask.bool()[:, None, None, :]
     for layer in layers:
         x = layer(x, keep)
     return x
+
+
+def _run_bottom(embed, layers, ids, types, mask):
+    """Embeddings, then ``layers`` with padding masked: the frozen part, for one padded batch."""
+    return _run_blocks(layers, embed(ids, types), mask)
 
 
 class FrozenBottom(nn.Module):
@@ -217,9 +221,7 @@ class TopBlocks(nn.Module):
             if shape_ids is None:
                 raise CourseError("This model adds a word-shape embedding: the batch needs shape_ids.")
             x = x + self.shape_emb(shape_ids)
-        keep = attention_mask.bool()[:, None, None, :]
-        for layer in self.layers:
-            x = layer(x, keep)
+        x = _run_blocks(self.layers, x, attention_mask)
         if self.kind == "sequence" and self.pooling == "mean":
             logits = self.classifier(self.drop(mean_pool(x, attention_mask)))
         elif self.kind == "sequence":
@@ -318,7 +320,7 @@ class PairTop(nn.Module):
     brings ``hidden``, ``attention_mask`` and ``token_type_ids``. ``u``: the mean of segment 0's states
     (``[CLS] a [SEP]``), ``v``: the mean of segment 1's (``b [SEP]``).
 
-    ``forward(..., labels=None)`` returns ``.logits``, ``.loss`` and ``.cosine`` (``u . v``), so
+    ``forward(..., labels=None)`` returns ``.logits``, ``.loss``, the vectors ``.u``, ``.v`` and ``.cosine`` (``u . v``), so
     :func:`ftlib.train.fit` trains it; :meth:`score` runs it over rows in eval mode.
     ``head.start_at_threshold(t)`` starts the head as the rule "cosine > t".
     """
@@ -333,12 +335,6 @@ class PairTop(nn.Module):
         self.layers = copy.deepcopy(bert.layers[k:])
         self.head = PairHead(bert.cfg.hidden_size)        # on the vectors as they are, as SBERT's SoftmaxLoss
 
-    def _blocks(self, hidden, mask):
-        keep = mask.bool()[:, None, None, :]
-        for layer in self.layers:
-            hidden = layer(hidden, keep)
-        return hidden
-
     def vectors(self, hidden_a=None, mask_a=None, hidden_b=None, mask_b=None, hidden=None, attention_mask=None,
                 token_type_ids=None):
         """The two unit-length sentence vectors ``(u, v)``, each ``(batch, hidden_size)``."""
@@ -346,8 +342,8 @@ class PairTop(nn.Module):
             if hidden_a is None or hidden_b is None or mask_a is None or mask_b is None:
                 raise CourseError("A bi-encoder reads each sentence alone: the batch needs hidden_a, mask_a, hidden_b "
                                   "and mask_b (batch rows of 'hidden_a', 'hidden_b' with ftlib.frozen.pad_pairs).")
-            u = mean_pool(self._blocks(hidden_a, mask_a), mask_a)
-            v = mean_pool(self._blocks(hidden_b, mask_b), mask_b)
+            u = mean_pool(_run_blocks(self.layers, hidden_a, mask_a), mask_a)
+            v = mean_pool(_run_blocks(self.layers, hidden_b, mask_b), mask_b)
         else:
             if hidden is None or attention_mask is None or token_type_ids is None:
                 raise CourseError("A cross-encoder reads the pair together: the batch needs hidden, attention_mask "
@@ -359,7 +355,7 @@ class PairTop(nn.Module):
                 raise CourseError("A cross-encoder row needs tokens of both segments (token_type_ids 0 for "
                                   "[CLS] a [SEP], 1 for b [SEP]); some row has none of one. Encode each pair as "
                                   "tokenizer(a, b), which sets them.")
-            x = self._blocks(hidden, attention_mask)
+            x = _run_blocks(self.layers, hidden, attention_mask)
             u = mean_pool(x, in_a.long())
             v = mean_pool(x, in_b.long())
         return F.normalize(u, dim=-1), F.normalize(v, dim=-1)
@@ -367,7 +363,7 @@ class PairTop(nn.Module):
     def forward(self, labels=None, **batch):
         u, v = self.vectors(**batch)
         out = self.head(u, v, labels)
-        out.cosine = (u * v).sum(-1)
+        out.u, out.v, out.cosine = u, v, (u * v).sum(-1)
         return out
 
     @torch.no_grad()
@@ -385,10 +381,10 @@ class PairTop(nn.Module):
         try:
             for s in range(0, len(rows), batch_size):
                 batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows[s:s + batch_size]])
-                u, v = self.vectors(**{k: v.to(device) for k, v in batch.items()})
-                logits.append(self.head(u, v).logits.float().cpu())
-                us.append(u.float().cpu())
-                vs.append(v.float().cpu())
+                out = self(**{k: v.to(device) for k, v in batch.items()})
+                logits.append(out.logits.float().cpu())
+                us.append(out.u.float().cpu())
+                vs.append(out.v.float().cpu())
         finally:
             self.train(was_training)
         u, v = torch.cat(us), torch.cat(vs)
