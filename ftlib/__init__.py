@@ -49,7 +49,8 @@ from ftlib.device import pick_device, pick_dtype, autocast, seed_everything, des
 from ftlib.budget import Budget, get_budget  # noqa: E402
 from ftlib.models import resolve_model, load_tokenizer, load_model, COURSE_MODELS  # noqa: E402
 from ftlib.data import (load_sst2, load_tinyshakespeare, load_translation_pairs, load_squad,  # noqa: E402
-                        load_wnut17, load_mrpc, load_instructions, data_dir, drop_leaks)
+                        load_wnut17, load_mrpc, load_instructions, data_dir, drop_leaks,
+                        leak_free_folds)
 
 __all__ = [
     "CourseError",
@@ -57,5 +58,5 @@ __all__ = [
     "Budget", "get_budget",
     "resolve_model", "load_tokenizer", "load_model", "COURSE_MODELS",
     "load_sst2", "load_tinyshakespeare", "load_translation_pairs", "load_squad", "load_wnut17", "load_mrpc",
-    "load_instructions", "data_dir", "drop_leaks",
+    "load_instructions", "data_dir", "drop_leaks", "leak_free_folds",
 ]

@@ -198,6 +198,30 @@ def drop_leaks(val_sentences, train_sentences) -> list[str]:
     return [s for s in val_sentences if s not in joined]
 
 
+def leak_free_folds(sentences, k: int = 5) -> list:
+    """k-fold cross-validation folds ``[(train_idx, held_idx), ...]`` (numpy arrays) whose held-out
+    phrases share no text with their training phrases.
+
+    The folds are :func:`ftlib.metrics.kfold_indices` (sklearn's ``KFold``), then each held-out fold drops
+    the phrases :func:`drop_leaks` finds inside that fold's training phrases: on SST-2, whose training set
+    holds phrases cut from the same sentences, plain k-fold scores every fold partly on text it trained on.
+    The list goes straight to sklearn (``cross_val_score(..., cv=folds)``); every phrase is still held
+    out at most once."""
+    import numpy as np
+
+    from ftlib.metrics import kfold_indices
+    sentences = list(sentences)
+    folds = []
+    for train_idx, held_idx in kfold_indices(len(sentences), k):
+        clean = set(drop_leaks([sentences[i] for i in held_idx], [sentences[i] for i in train_idx]))
+        kept = np.array([i for i in held_idx if sentences[i] in clean], dtype=int)
+        if not len(kept):
+            raise CourseError(f"Fold {len(folds) + 1} of {k}: every held-out phrase occurs in its training phrases, "
+                              "so nothing is left to validate on; use fewer folds or more data.")
+        folds.append((train_idx, kept))
+    return folds
+
+
 def split_text(text: str, fractions=(0.9, 0.05, 0.05)) -> dict:
     """Cut one long text into consecutive train / validation / test pieces."""
     n = len(text)

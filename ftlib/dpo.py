@@ -18,6 +18,8 @@ policy may move from the reference for a given margin.
 * :func:`dpo_loss` -- the loss and both rewards from four vectors of log-probabilities;
 * :func:`pair_batches` -- batches of ``[chosen rows; rejected rows]`` (examples from
   :func:`ftlib.chat.build_example`) with the reference's log-probabilities stored alongside;
+  with ``share_prompt=True`` each pair's prompt is stored, and run, once (its keys and values are
+  reused by both answers: about a third fewer tokens when prompts are long and answers short);
 * :func:`dpo_task` -- a task for :func:`ftlib.train.fit` / :func:`ftlib.train.evaluate`
   (items = pairs, correct = pairs whose chosen reward beats the rejected one);
 * :func:`preference_gain` -- held-out preference accuracy of two models on the same pairs and
@@ -27,28 +29,87 @@ Checked against TRL's ``DPOTrainer`` loss on the same batch in the notebook and 
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
 from ftlib.chat import pad_examples
 from ftlib.errors import CourseError
-from ftlib.lm import labelled_logits
+from ftlib.batches import IGNORE
+from ftlib.lm import body_and_head, labelled_logits
 
-__all__ = ["sequence_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs", "preference_gain"]
+__all__ = ["sequence_logprobs", "shared_prompt_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs",
+           "preference_gain"]
 
 _NOT_MODEL = ("labels", "ref_logps")
+_SHARED = ("prompt_ids", "prompt_mask", "response_ids", "response_labels", "response_mask")
 
 
 def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     """``(rows,)`` float32: for each row, the sum over its labelled positions t of
     ``log p(labels[t] | tokens < t)`` (logits at t - 1 score the token at t; -100 skipped).
 
-    The output layer runs only where a label is set (as :func:`ftlib.chat.response_loss`)."""
+    The output layer runs only where a label is set (as :func:`ftlib.chat.response_loss`).
+    A batch from ``pair_batches(..., share_prompt=True)`` is scored by :func:`shared_prompt_logprobs`."""
+    if "prompt_ids" in batch:
+        return shared_prompt_logprobs(model, batch)
     inputs = {k: v for k, v in batch.items() if k not in _NOT_MODEL}
     labels = batch["labels"]
     logits, target, rows = labelled_logits(model, inputs, labels)
     token = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0]
     return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token)
+
+
+def shared_prompt_logprobs(model, batch: dict) -> torch.Tensor:
+    """``(2B,)``: :func:`sequence_logprobs` of the B pairs of a shared-prompt batch (chosen rows, then
+    rejected rows), running each prompt once.
+
+    The prompts (B, P) are **left**-padded, so every prompt ends in the last column; one pass over them
+    fills the KV cache and its last hidden state predicts each answer's first token. The cache is then
+    repeated, each prompt twice (chosen, rejected), and the answers (right-padded) run on top of it with
+    positions that continue from each prompt's true length. Gradients flow through the cache into the
+    prompt pass, so the result, and its gradient, equal scoring the two full rows apart."""
+    missing = [k for k in _SHARED if k not in batch]
+    if missing:
+        raise CourseError(f"A shared-prompt batch needs {', '.join(_SHARED)}; missing {', '.join(missing)}. "
+                          "Build it with pair_batches(..., share_prompt=True).")
+    body, head = body_and_head(model)
+    if body is None:
+        raise CourseError(f"Sharing the prompt needs a model with get_decoder() and get_output_embeddings() "
+                          f"(a transformers ...ForCausalLM); {type(model).__name__} has not both.")
+    p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
+    pairs = p_ids.shape[0]
+    # rows in the order the repeated cache has them: pair 0 chosen, pair 0 rejected, pair 1 chosen ...
+    inter = torch.arange(2 * pairs, device=p_ids.device).view(2, pairs).t().reshape(-1)
+    r_ids, r_labels, r_mask = (batch[k][inter] for k in ("response_ids", "response_labels", "response_mask"))
+    first = body(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
+                 use_cache=True)
+    # transformers 5.24 renamed the argument past_key_values to cache (the old name goes in 5.40)
+    cache_arg = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    cache = first["cache"] if "cache" in first else first["past_key_values"]
+    cache.batch_repeat_interleave(2)
+    length = p_mask.sum(1).repeat_interleave(2)
+    steps = torch.arange(r_ids.shape[1], device=p_ids.device)
+    rest = body(input_ids=r_ids, attention_mask=torch.cat([p_mask.repeat_interleave(2, 0), r_mask], 1),
+                position_ids=length[:, None] + steps, use_cache=True, **{cache_arg: cache})
+    # the hidden state before each answer token: the prompt's last one, then the answer's own
+    hidden = torch.cat([first.last_hidden_state[:, -1:].repeat_interleave(2, 0), rest.last_hidden_state[:, :-1]], 1)
+    keep = r_labels != IGNORE
+    logits, target, rows = head(hidden[keep]).float(), r_labels[keep], keep.nonzero()[:, 0]
+    token = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0]
+    per_row = torch.zeros(2 * pairs, dtype=torch.float32, device=p_ids.device).index_add(0, rows, token)
+    return per_row.view(pairs, 2).t().reshape(-1)           # back to chosen rows, then rejected rows
+
+
+def _split_prompt(example: dict, i: int, which: str) -> int:
+    """The prompt's length in an example from build_example: its leading -100 labels."""
+    n = next((k for k, y in enumerate(example["labels"]) if y != IGNORE), None)
+    if n is None or n == 0:
+        raise CourseError(f"The {which} example of pair {i} has " + ("no labelled token" if n is None else
+                          "no prompt (its first token is labelled)") + "; share_prompt needs examples from "
+                          "build_example: a prompt labelled -100, then the answer.")
+    return n
 
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float = 0.1):
@@ -66,13 +127,19 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
     return loss, chosen_reward.detach(), rejected_reward.detach()
 
 
-def pair_batches(chosen, rejected, pad_id: int, batch_size: int, ref_logps=None, order=None) -> list[dict]:
+def pair_batches(chosen, rejected, pad_id: int, batch_size: int, ref_logps=None, order=None,
+                 share_prompt: bool = False) -> list[dict]:
     """Batches for DPO: each holds the chosen rows of ``batch_size`` pairs, then their rejected rows
     (``input_ids``, ``labels``, ``attention_mask`` of shape (2B, T)); with ``ref_logps`` (a
     ``(2, pairs)`` tensor: chosen, rejected) also ``ref_logps`` of shape (2B,).
 
     ``chosen`` / ``rejected``: lists of examples from :func:`ftlib.chat.build_example`, pair i
-    in position i of both. ``order``: the pairs' order (default: as given)."""
+    in position i of both. ``order``: the pairs' order (default: as given).
+
+    ``share_prompt=True``: the two answers of a pair follow the same prompt, so store it once:
+    ``prompt_ids`` / ``prompt_mask`` (B, P), left-padded, and ``response_ids`` / ``response_labels`` /
+    ``response_mask`` (2B, R), right-padded, chosen rows then rejected rows. Every function here
+    (:func:`sequence_logprobs`, :func:`pair_logprobs`, :func:`dpo_task`) takes either kind."""
     if len(chosen) != len(rejected) or not chosen:
         raise CourseError(f"Need as many chosen as rejected examples (at least one), got {len(chosen)} and "
                           f"{len(rejected)}.")
@@ -80,10 +147,39 @@ def pair_batches(chosen, rejected, pad_id: int, batch_size: int, ref_logps=None,
     out = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = pad_examples([chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id)
+        batch = (_shared_batch([chosen[i] for i in idx], [rejected[i] for i in idx], idx, pad_id) if share_prompt
+                 else pad_examples([chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id))
         if ref_logps is not None:
             batch["ref_logps"] = torch.cat([ref_logps[0, idx], ref_logps[1, idx]]).float()
         out.append(batch)
+    return out
+
+
+def _shared_batch(chosen, rejected, idx, pad_id: int) -> dict:
+    prompts, answers = [], []
+    for c, r, i in zip(chosen, rejected, idx):
+        nc, nr = _split_prompt(c, i, "chosen"), _split_prompt(r, i, "rejected")
+        if c["input_ids"][:nc] != r["input_ids"][:nr]:
+            raise CourseError(f"Pair {i}: the chosen and rejected examples do not start with the same prompt, so "
+                              "it cannot be shared; build both with build_example from the same messages, or "
+                              "use share_prompt=False.")
+        prompts.append(c["input_ids"][:nc])
+    for e in chosen + rejected:
+        n = _split_prompt(e, 0, "")
+        answers.append((e["input_ids"][n:], e["labels"][n:]))
+    p_width, r_width = max(map(len, prompts)), max(len(a) for a, _ in answers)
+    out = {"prompt_ids": torch.full((len(prompts), p_width), pad_id, dtype=torch.long),
+           "prompt_mask": torch.zeros((len(prompts), p_width), dtype=torch.long),
+           "response_ids": torch.full((len(answers), r_width), pad_id, dtype=torch.long),
+           "response_labels": torch.full((len(answers), r_width), IGNORE, dtype=torch.long),
+           "response_mask": torch.zeros((len(answers), r_width), dtype=torch.long)}
+    for k, p in enumerate(prompts):                       # left padding: every prompt ends in the last column
+        out["prompt_ids"][k, p_width - len(p):] = torch.tensor(p)
+        out["prompt_mask"][k, p_width - len(p):] = 1
+    for k, (ids, labels) in enumerate(answers):
+        out["response_ids"][k, :len(ids)] = torch.tensor(ids)
+        out["response_labels"][k, :len(ids)] = torch.tensor(labels)
+        out["response_mask"][k, :len(ids)] = 1
     return out
 
 

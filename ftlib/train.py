@@ -251,9 +251,10 @@ def _check_model_inputs(model, tokenizer=None, batch=None):
                           "call model.resize_token_embeddings(len(tokenizer)) after adding tokens.")
     if batch is None:
         return
-    if n_emb is not None and "input_ids" in batch and int(batch["input_ids"].max()) >= n_emb:
-        raise CourseError(f"A batch holds token id {int(batch['input_ids'].max())}, but the model has only "
-                          f"{n_emb} embeddings: tokenise with the model's own tokenizer.")
+    for key in ("input_ids", "prompt_ids", "response_ids"):    # the last two: DPO pairs sharing a prompt
+        if n_emb is not None and key in batch and int(batch[key].max()) >= n_emb:
+            raise CourseError(f"A batch holds token id {int(batch[key].max())}, but the model has only "
+                              f"{n_emb} embeddings: tokenise with the model's own tokenizer.")
     labels, n = batch.get("labels"), getattr(getattr(model, "config", None), "num_labels", None)
     if labels is not None and labels.ndim == 1 and n is not None:
         real = labels[labels != IGNORE]
@@ -268,6 +269,8 @@ def _to(batch, device):
 
 
 def _count_tokens(batch):
+    if "prompt_mask" in batch and "response_mask" in batch:   # DPO pairs sharing a prompt: the tokens run
+        return batch["prompt_mask"].sum() + batch["response_mask"].sum()
     mask = batch.get("attention_mask")
     if mask is None and "input_ids" not in batch:        # vectors, not tokens (a head on cached features)
         return _rows(batch)
@@ -285,7 +288,8 @@ def _rows(batch):
     labels = batch.get("labels")
     if labels is not None and labels.ndim == 1:
         return (labels != IGNORE).sum()
-    rows_of = batch.get("input_ids", batch.get("attention_mask", labels))   # cached hidden states have no ids
+    # cached hidden states have no ids; DPO pairs sharing a prompt count their answers (chosen and rejected)
+    rows_of = batch.get("input_ids", batch.get("response_ids", batch.get("attention_mask", labels)))
     return rows_of.shape[0]
 
 

@@ -223,6 +223,55 @@ def test_pair_batches_keep_pairs_and_reference_aligned(tok):
         dpo_task()(model, pair_batches(ch, rj, tok.pad_token_id, 2)[0])
 
 
+def test_shared_prompt_batches_score_and_train_like_the_full_rows(tok):
+    """share_prompt=True runs each prompt once (left-padded, its KV cache reused by both answers): the
+    log-probabilities and the DPO gradient equal those of the full rows, for prompts of different lengths."""
+    ch, rj = examples(tok, "chosen"), examples(tok, "rejected")
+    assert len({len(e["input_ids"]) - sum(y != -100 for y in e["labels"]) for e in ch}) > 1   # prompts differ in length
+    model = tiny(tok)
+    full = pair_logprobs(model, pair_batches(ch, rj, tok.pad_token_id, 3, order=[3, 1, 0, 2]))
+    shared = pair_logprobs(model, pair_batches(ch, rj, tok.pad_token_id, 3, order=[3, 1, 0, 2], share_prompt=True))
+    torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-4)
+    b = pair_batches(ch, rj, tok.pad_token_id, 4, share_prompt=True)[0]
+    assert b["prompt_ids"].shape[0] == 4 and b["response_ids"].shape[0] == 8
+    assert (b["prompt_mask"][:, -1] == 1).all() and (b["prompt_mask"][:, 0] == 0).any()    # left padding
+    n_full = sum(len(e["input_ids"]) for e in ch + rj)
+    assert int(b["prompt_mask"].sum() + b["response_mask"].sum()) < 0.8 * n_full          # fewer tokens run
+    # the gradient of the DPO loss too (the prompt pass is trained through the cache)
+    ref = full[:, [3, 1, 0, 2]].flip(0)                      # any reference; in the batches' pair order
+    grads = []
+    for share in (False, True):
+        model.zero_grad()
+        batch = pair_batches(ch, rj, tok.pad_token_id, 4, ref_logps=ref, order=[3, 1, 0, 2], share_prompt=share)[0]
+        dpo_task(0.1)(model, batch)[0].backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().max() > 1e-3
+    # through the engine: the same steps, the same rows counted, fewer tokens run
+    runs = {}
+    for share in (False, True):
+        m = tiny(tok, seed=1)
+        batches = pair_batches(ch, rj, tok.pad_token_id, 2, ref_logps=ref[:, [2, 1, 3, 0]], share_prompt=share)
+        runs[share] = fit(m, batches, task=dpo_task(0.1), max_steps=3, lr=3e-3, warmup_ratio=0.0, verbose=False,
+                          progress=False)
+    assert runs[True].step_loss == pytest.approx(runs[False].step_loss, rel=1e-4, abs=1e-5)
+    assert runs[True].examples == runs[False].examples == 12          # 3 steps of 2 pairs, 2 answers each
+    one_pass = pair_batches(ch, rj, tok.pad_token_id, 2, share_prompt=True)
+    one_pass = int(sum(b["prompt_mask"].sum() + b["response_mask"].sum() for b in one_pass))
+    first = pair_batches(ch, rj, tok.pad_token_id, 2, share_prompt=True)[0]
+    assert runs[True].tokens == one_pass + int(first["prompt_mask"].sum() + first["response_mask"].sum())
+    assert runs[True].tokens < runs[False].tokens
+    # the wrong answer it rejects: a rejected answer scored after another pair's prompt
+    swapped = [dict(e) for e in rj]
+    swapped[0], swapped[1] = rj[1], rj[0]
+    with pytest.raises(CourseError, match="same prompt"):
+        pair_batches(ch, swapped, tok.pad_token_id, 2, share_prompt=True)
+    with pytest.raises(CourseError, match="no prompt"):
+        pair_batches([{"input_ids": [1, 2], "labels": [1, 2]}], rj[:1], tok.pad_token_id, 1, share_prompt=True)
+    with pytest.raises(CourseError, match="share_prompt=True"):
+        sequence_logprobs(model, {"prompt_ids": b["prompt_ids"]})
+
+
 def test_dpo_through_the_engine_raises_the_margin_on_its_pairs(tok):
     ch, rj = examples(tok, "chosen"), examples(tok, "rejected")
     model = tiny(tok, seed=1)
@@ -328,8 +377,12 @@ def test_dpo_loss_equals_trl_dpotrainer(tok):
         batch = pair_batches(examples(tok, "chosen"), examples(tok, "rejected"), tok.pad_token_id, 4)[0]
         pol, ref = sequence_logprobs(policy, batch), sequence_logprobs(reference, batch)
         ours = float(dpo_loss(*pol.chunk(2), *ref.chunk(2), 0.1)[0])
+        shared = pair_batches(examples(tok, "chosen"), examples(tok, "rejected"), tok.pad_token_id, 4,
+                              share_prompt=True)[0]
+        ours_shared = float(dpo_loss(*sequence_logprobs(policy, shared).chunk(2),
+                                     *sequence_logprobs(reference, shared).chunk(2), 0.1)[0])
         no_ref = float(dpo_loss(*pol.chunk(2), torch.zeros(4), torch.zeros(4), 0.1)[0])
         per_token = float(dpo_loss(*(pol / 10).chunk(2), *(ref / 10).chunk(2), 0.1)[0])
-    assert abs(trl_loss - ours) < 1e-5
+    assert abs(trl_loss - ours) < 1e-5 and abs(trl_loss - ours_shared) < 1e-5
     assert abs(ours - math.log(2)) > 1e-4             # two different models: not the trivial start value
     assert abs(trl_loss - no_ref) > 1e-4 and abs(trl_loss - per_token) > 1e-5

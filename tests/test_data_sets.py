@@ -591,3 +591,25 @@ def test_drop_leaks_equals_the_pairwise_definition_and_rejects_exact_match_only(
     assert ftlib.drop_leaks(["a\nb"], ["x a\nb y"]) == []          # a phrase with a newline: the pairwise test
     with pytest.raises(ftlib.CourseError, match="strings"):
         ftlib.drop_leaks([1], ["a"])
+
+
+def test_leak_free_folds_hold_out_no_text_of_their_training_folds_and_match_kfold_otherwise():
+    from sklearn.model_selection import KFold
+    phrases = ["a fine film", "dull and long", "the cast shines", "an odd delight", "a mess", "fine",
+               "long", "nothing new", "shines", "odd", "a quiet film", "so so"]
+    folds = ftlib.leak_free_folds(phrases, 4)
+    plain = list(KFold(4).split(phrases))
+    assert len(folds) == 4
+    for (train, held), (k_train, k_held) in zip(folds, plain):
+        assert list(train) == list(k_train) and set(held) <= set(k_held)       # KFold's folds, held-out pruned
+        for i in held:                                                        # nothing held out is training text
+            assert not any(phrases[i] in phrases[j] for j in train)
+        dropped = set(k_held) - set(held)
+        assert all(any(phrases[i] in phrases[j] for j in train) for i in dropped)   # only leaks are dropped
+    # the wrong answer it rejects: plain k-fold holds out "fine", "long", "shines", "odd" while training on
+    # their sentences (a held-out sentence that contains a training phrase stays: lesson 05's rule)
+    leaks = [i for k_train, k_held in plain for i in k_held if any(phrases[i] in phrases[j] for j in k_train)]
+    assert sorted(phrases[i] for i in leaks) == ["fine", "long", "odd", "shines"]
+    assert sum(len(h) for _, h in folds) == len(phrases) - 4
+    with pytest.raises(ftlib.CourseError, match="nothing is left"):
+        ftlib.leak_free_folds(["good", "good", "good film", "good"], 2)
