@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ftlib.chat import pad_examples
 from ftlib.errors import CourseError
 from ftlib.batches import IGNORE
-from ftlib.lm import body_and_head, labelled_logits
+from ftlib.lm import body_and_head, head_at_labels, labelled_logits
 
 __all__ = ["sequence_logprobs", "shared_prompt_logprobs", "dpo_loss", "pair_batches", "dpo_task", "pair_logprobs",
            "preference_gain"]
@@ -56,9 +56,13 @@ def sequence_logprobs(model, batch: dict) -> torch.Tensor:
         return shared_prompt_logprobs(model, batch)
     inputs = {k: v for k, v in batch.items() if k not in _NOT_MODEL}
     labels = batch["labels"]
-    logits, target, rows = labelled_logits(model, inputs, labels)
+    return _summed(*labelled_logits(model, inputs, labels), labels.shape[0])
+
+
+def _summed(logits, target, rows, n_rows: int) -> torch.Tensor:
+    """``(n_rows,)``: each row's sum of the log-probabilities its ``logits`` give its ``target`` tokens."""
     token = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0]
-    return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token)
+    return torch.zeros(n_rows, dtype=torch.float32, device=logits.device).index_add(0, rows, token)
 
 
 def shared_prompt_logprobs(model, batch: dict) -> torch.Tensor:
@@ -74,10 +78,7 @@ def shared_prompt_logprobs(model, batch: dict) -> torch.Tensor:
     if missing:
         raise CourseError(f"A shared-prompt batch needs {', '.join(_SHARED)}; missing {', '.join(missing)}. "
                           "Build it with pair_batches(..., share_prompt=True).")
-    body, head = body_and_head(model)
-    if body is None:
-        raise CourseError(f"Sharing the prompt needs a model with get_decoder() and get_output_embeddings() "
-                          f"(a transformers ...ForCausalLM); {type(model).__name__} has not both.")
+    body, head = body_and_head(model, required_for="Sharing the prompt")
     p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
     pairs = p_ids.shape[0]
     # rows in the order the repeated cache has them: pair 0 chosen, pair 0 rejected, pair 1 chosen ...
@@ -95,10 +96,7 @@ def shared_prompt_logprobs(model, batch: dict) -> torch.Tensor:
                 position_ids=length[:, None] + steps, use_cache=True, **{cache_arg: cache})
     # the hidden state before each answer token: the prompt's last one, then the answer's own
     hidden = torch.cat([first.last_hidden_state[:, -1:].repeat_interleave(2, 0), rest.last_hidden_state[:, :-1]], 1)
-    keep = r_labels != IGNORE
-    logits, target, rows = head(hidden[keep]).float(), r_labels[keep], keep.nonzero()[:, 0]
-    token = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0]
-    per_row = torch.zeros(2 * pairs, dtype=torch.float32, device=p_ids.device).index_add(0, rows, token)
+    per_row = _summed(*head_at_labels(head, hidden, r_labels), 2 * pairs)
     return per_row.view(pairs, 2).t().reshape(-1)           # back to chosen rows, then rejected rows
 
 
@@ -156,7 +154,7 @@ def pair_batches(chosen, rejected, pad_id: int, batch_size: int, ref_logps=None,
 
 
 def _shared_batch(chosen, rejected, idx, pad_id: int) -> dict:
-    prompts, answers = [], []
+    prompts, answers = [], {"chosen": [], "rejected": []}
     for c, r, i in zip(chosen, rejected, idx):
         nc, nr = _split_prompt(c, i, "chosen"), _split_prompt(r, i, "rejected")
         if c["input_ids"][:nc] != r["input_ids"][:nr]:
@@ -164,23 +162,17 @@ def _shared_batch(chosen, rejected, idx, pad_id: int) -> dict:
                               "it cannot be shared; build both with build_example from the same messages, or "
                               "use share_prompt=False.")
         prompts.append(c["input_ids"][:nc])
-    for e in chosen + rejected:
-        n = _split_prompt(e, 0, "")
-        answers.append((e["input_ids"][n:], e["labels"][n:]))
-    p_width, r_width = max(map(len, prompts)), max(len(a) for a, _ in answers)
-    out = {"prompt_ids": torch.full((len(prompts), p_width), pad_id, dtype=torch.long),
-           "prompt_mask": torch.zeros((len(prompts), p_width), dtype=torch.long),
-           "response_ids": torch.full((len(answers), r_width), pad_id, dtype=torch.long),
-           "response_labels": torch.full((len(answers), r_width), IGNORE, dtype=torch.long),
-           "response_mask": torch.zeros((len(answers), r_width), dtype=torch.long)}
+        for kind, e, n in (("chosen", c, nc), ("rejected", r, nr)):
+            answers[kind].append({"input_ids": e["input_ids"][n:], "labels": e["labels"][n:]})
+    width = max(map(len, prompts))
+    p_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    p_mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for k, p in enumerate(prompts):                       # left padding: every prompt ends in the last column
-        out["prompt_ids"][k, p_width - len(p):] = torch.tensor(p)
-        out["prompt_mask"][k, p_width - len(p):] = 1
-    for k, (ids, labels) in enumerate(answers):
-        out["response_ids"][k, :len(ids)] = torch.tensor(ids)
-        out["response_labels"][k, :len(ids)] = torch.tensor(labels)
-        out["response_mask"][k, :len(ids)] = 1
-    return out
+        p_ids[k, width - len(p):] = torch.tensor(p)
+        p_mask[k, width - len(p):] = 1
+    r = pad_examples(answers["chosen"] + answers["rejected"], pad_id)    # answers: right padding
+    return {"prompt_ids": p_ids, "prompt_mask": p_mask, "response_ids": r["input_ids"],
+            "response_labels": r["labels"], "response_mask": r["attention_mask"]}
 
 
 def pair_logprobs(model, batches) -> torch.Tensor:

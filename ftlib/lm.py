@@ -24,7 +24,7 @@ from ftlib.batches import IGNORE   # the label transformers' losses skip
 from ftlib.errors import CourseError
 from ftlib.device import autocast, pick_dtype
 
-__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "body_and_head", "labelled_logits", "PROMPT", "prompt_examples", "label_word_ids",
+__all__ = ["pack_blocks", "causal_lm_loss", "chunked_lm_loss", "body_and_head", "head_at_labels", "labelled_logits", "PROMPT", "prompt_examples", "label_word_ids",
            "label_word_logprobs"]
 
 
@@ -99,14 +99,28 @@ def chunked_lm_loss(hidden, head, labels, chunk_tokens: int = 4096):
     return total
 
 
-def body_and_head(model):
+def body_and_head(model, required_for: str | None = None):
     """``(body, output layer)`` of a model that has both separately (``get_decoder()`` and
     ``get_output_embeddings()``, as every transformers ``...ForCausalLM``, LoRA-wrapped too), else
-    ``(None, None)``."""
+    ``(None, None)`` -- or, with ``required_for`` (what needs them, e.g. "Sharing the prompt"), a
+    :class:`CourseError` that says so."""
     get_body, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
     body = get_body() if callable(get_body) else None
     head = get_head() if callable(get_head) else None
-    return (body, head) if body is not None and body is not model and head is not None else (None, None)
+    if body is not None and body is not model and head is not None:
+        return body, head
+    if required_for:
+        raise CourseError(f"{required_for} needs a model with get_decoder() and get_output_embeddings() (a "
+                          f"transformers ...ForCausalLM); {type(model).__name__} has not both.")
+    return None, None
+
+
+def head_at_labels(head, hidden, target):
+    """``(logits, targets, rows)``: the output layer ``head`` run only on the ``hidden`` states (rows, T, H)
+    whose ``target`` (rows, T) is labelled (not -100): float32 ``logits`` (n, vocab), their ``targets`` (n,)
+    and the batch ``rows`` (n,) they belong to. The boolean selection reads a count on the host."""
+    keep = target != IGNORE
+    return head(hidden[keep]).float(), target[keep], keep.nonzero()[:, 0]
 
 
 def labelled_logits(model, inputs: dict, labels):
@@ -116,17 +130,12 @@ def labelled_logits(model, inputs: dict, labels):
     (``get_output_embeddings()``) only at the kept positions: float32 ``logits`` (n, vocab), their
     ``targets`` (n,) and the batch ``rows`` (n,) they belong to. Shared by the response-only loss
     (:func:`ftlib.train.lm_loss` with ``labelled_only=True``) and DPO's sequence log-probabilities
-    (:func:`ftlib.dpo.sequence_logprobs`); the boolean selection reads a count on the host."""
-    body, head = body_and_head(model)
-    if body is None:
-        raise CourseError(f"Scoring only the labelled tokens needs a model with get_decoder() and "
-                          f"get_output_embeddings() (a transformers ...ForCausalLM); {type(model).__name__} "
-                          "has not both.")
+    (:func:`ftlib.dpo.sequence_logprobs`); the output layer runs in :func:`head_at_labels`."""
+    body, head = body_and_head(model, required_for="Scoring only the labelled tokens")
     # no KV cache while scoring: it is never read here, and with one transformers skips the
     # block-diagonal mask that packed rows (ftlib.chat.pack_examples) take from their position_ids
     hidden, target = body(**{"use_cache": False, **inputs}).last_hidden_state[:, :-1], labels[:, 1:]
-    keep = target != IGNORE
-    return head(hidden[keep]).float(), target[keep], keep.nonzero()[:, 0]
+    return head_at_labels(head, hidden, target)
 
 
 def _batches(data: dict, batch_size: int, order=None):

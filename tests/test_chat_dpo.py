@@ -256,10 +256,9 @@ def test_shared_prompt_batches_score_and_train_like_the_full_rows(tok):
                           progress=False)
     assert runs[True].step_loss == pytest.approx(runs[False].step_loss, rel=1e-4, abs=1e-5)
     assert runs[True].examples == runs[False].examples == 12          # 3 steps of 2 pairs, 2 answers each
-    one_pass = pair_batches(ch, rj, tok.pad_token_id, 2, share_prompt=True)
-    one_pass = int(sum(b["prompt_mask"].sum() + b["response_mask"].sum() for b in one_pass))
-    first = pair_batches(ch, rj, tok.pad_token_id, 2, share_prompt=True)[0]
-    assert runs[True].tokens == one_pass + int(first["prompt_mask"].sum() + first["response_mask"].sum())
+    run_tokens = [int(b["prompt_mask"].sum() + b["response_mask"].sum())
+                  for b in pair_batches(ch, rj, tok.pad_token_id, 2, share_prompt=True)]
+    assert runs[True].tokens == sum(run_tokens) + run_tokens[0]                 # steps 1, 2, then 1 again
     assert runs[True].tokens < runs[False].tokens
     # the wrong answer it rejects: a rejected answer scored after another pair's prompt
     swapped = [dict(e) for e in rj]

@@ -214,7 +214,8 @@ MUTATIONS = [
              "    r_ids, r_labels, r_mask = (batch[k] for k in",
              "shared-prompt answers not put in the repeated cache's order (a pair's answer after another prompt)",
              ("tests/test_chat_dpo.py", "-k", "shared_prompt")),
-    Mutation("P5", "ftlib/dpo.py", "    keep = r_labels != IGNORE\n", "    keep = (r_labels != IGNORE) & (steps > 0)\n",
+    Mutation("P5", "ftlib/dpo.py", "head_at_labels(head, hidden, r_labels)",
+             "head_at_labels(head, hidden, r_labels.where(steps > 0, IGNORE))",
              "shared-prompt scoring skips each answer's first token (the one the prompt's last state predicts)",
              ("tests/test_chat_dpo.py", "-k", "shared_prompt")),
     # ------------------------------------------------------------- language modelling
