@@ -329,6 +329,9 @@ def test_lesson15_verdicts_fail_for_all_O_and_for_the_rule_itself():
     assert tasks.entity_f1_interval(tasks.entity_counts(true, all_o, names)).high == 0.0
     assert verdict(all_o) == (False, False)
     assert verdict(rule) == (False, False)            # its gain over itself is exactly 0
+    # cell 21's first line, "more than 100 true entities found with the right type": all-O finds none
+    right_type = lambda pred: int(torch.tensor(tasks.entity_type_confusion(true, pred, names)[1])[:-1, :-1].trace())
+    assert right_type(all_o) == 0 and right_type(true) > 100
     assert verdict(true) == (True, True)
     # the truth on every other sentence, no entity on the rest: F1 2/3 on its half of the entities
     half = [t if i % 2 else [0] * len(t) for i, t in enumerate(true)]
